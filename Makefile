@@ -1,0 +1,47 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MLP := $(VENV)/bin/mlpatterns
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv services services-down demo test test-fast lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv with the pinned dependencies
+
+services: $(STAMP)  ## start Redis, Kafka, HBase and nginx on 127.0.0.1
+	$(MLP) services up
+
+services-down: $(STAMP)  ## stop every server this checkout started
+	$(MLP) services down
+
+demo: $(STAMP)  ## run the example deployments end to end
+	$(MLP) services up
+	$(PY) scripts/demo.py
+
+test: $(STAMP)  ## start the servers and run the whole test suite
+	$(MLP) services up
+	status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
+	  if [ -n "$$CI" ]; then $(MLP) services down || true; fi; exit $$status
+
+lint: $(STAMP)  ## ruff and mypy
+	$(VENV)/bin/ruff check shared patterns tests bench scripts
+	$(VENV)/bin/ruff format --check shared patterns tests bench scripts
+	$(VENV)/bin/mypy shared patterns
+
+bench: $(STAMP)  ## run every benchmark in bench/ (each prints a table with its same-run baseline)
+	$(MLP) services up
+	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:  ## remove the venv, server data and model registry
+	rm -rf $(VENV) .services .mlpatterns .cache
