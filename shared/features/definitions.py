@@ -1,0 +1,196 @@
+"""The declaration language: features are declared once, as data, and run by three executors.
+
+Three kinds of feature cover a typical tabular task:
+
+* ``RowFeature``: a function of the request's own fields, written over numpy arrays so the same
+  code runs vectorised offline and on one-row arrays online (no second implementation to drift).
+* ``AsOfFeature``: the latest value of an event source for the request's key at or before the
+  request time ``t``, or missing (NaN) when that value is older than ``ttl_seconds``.
+* ``WindowFeature``: ``count`` or ``mean`` of an event source's value for the request's key over
+  events with time in ``[t - window, t)`` — strictly before ``t``, so a feature never sees the
+  event it is predicting.
+
+Late and out-of-order events (policy, the same for every executor): events are kept in event-time
+order per key whatever order they arrive in. An event whose time is older than the source's
+watermark (the largest event time seen) minus ``allowed_lateness_seconds`` is rejected and counted;
+state older than the watermark minus (longest window + allowed lateness) is evicted. A request at
+time ``t`` therefore sees exactly the events the offline executor sees, provided every event before
+``t`` has arrived and ``t`` is within the allowed lateness of the watermark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "AsOfFeature",
+    "EventSource",
+    "Feature",
+    "FeatureSet",
+    "RowFeature",
+    "WindowFeature",
+    "category_codes",
+]
+
+
+def category_codes(values: np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarray:
+    """Codes of ``values`` in a sorted ``vocabulary``; -1 for a value the vocabulary does not hold.
+
+    Vectorised (searchsorted), so offline and one-row online calls run the very same code.
+    """
+    vocab = np.asarray(vocabulary, dtype=object)
+    vals = np.asarray(values, dtype=object).astype(str)
+    pos = np.searchsorted(vocab, vals).clip(0, len(vocab) - 1)
+    return np.where(vocab[pos] == vals, pos, -1).astype(np.float64)
+
+
+Columns = Mapping[str, np.ndarray]
+Dtype = Literal["int64", "float64", "category"]
+
+
+@dataclass(frozen=True)
+class EventSource:
+    """A stream of timestamped events (epoch seconds) with key and value columns."""
+
+    name: str
+    time_column: str
+    key_columns: tuple[str, ...]
+    value_columns: tuple[str, ...]
+    id_column: str = "event_id"
+    allowed_lateness_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class RowFeature:
+    """A function of the request's fields, vectorised over numpy arrays."""
+
+    name: str
+    dtype: Dtype
+    inputs: tuple[str, ...]
+    fn: Callable[[Columns], np.ndarray]
+    vocabulary: tuple[str, ...] | None = None
+    doc: str = ""
+
+    def spec(self) -> dict[str, object]:
+        # The function's source is part of the fingerprint: editing it is a new feature definition.
+        return {
+            "kind": "row",
+            "inputs": list(self.inputs),
+            "code": inspect.getsource(self.fn).strip(),
+            "vocabulary": list(self.vocabulary or ()),
+        }
+
+
+@dataclass(frozen=True)
+class AsOfFeature:
+    """Latest ``value`` of ``source`` for the request's ``key`` at or before ``t``; NaN past the TTL."""
+
+    name: str
+    source: str
+    key: str
+    value: str
+    ttl_seconds: int
+    dtype: Dtype = "float64"
+    doc: str = ""
+
+    def spec(self) -> dict[str, object]:
+        return {
+            "kind": "asof",
+            "source": self.source,
+            "key": self.key,
+            "value": self.value,
+            "ttl_seconds": self.ttl_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class WindowFeature:
+    """``count`` or ``mean`` of ``value`` over ``source`` events for ``key`` in ``[t - window, t)``."""
+
+    name: str
+    source: str
+    key: str
+    value: str
+    agg: Literal["count", "mean"]
+    window_seconds: int
+    dtype: Dtype = "float64"
+    doc: str = ""
+
+    def spec(self) -> dict[str, object]:
+        return {
+            "kind": "window",
+            "source": self.source,
+            "key": self.key,
+            "value": self.value,
+            "agg": self.agg,
+            "window_seconds": self.window_seconds,
+        }
+
+
+Feature = RowFeature | AsOfFeature | WindowFeature
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """An ordered list of features over the request columns and event sources.
+
+    The order is the column order of the model's input matrix; ``fingerprint`` hashes every
+    definition, so a model trained on one feature set is refused by serving code running another.
+    """
+
+    name: str
+    request_time: str
+    sources: tuple[EventSource, ...]
+    features: tuple[Feature, ...]
+    request_fields: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate feature names in {self.name}: {names}")
+        known = {s.name for s in self.sources}
+        for f in self.features:
+            if isinstance(f, AsOfFeature | WindowFeature) and f.source not in known:
+                raise ValueError(f"feature {f.name} reads unknown source {f.source!r}")
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def source(self, name: str) -> EventSource:
+        return next(s for s in self.sources if s.name == name)
+
+    def schema(self) -> list[dict[str, object]]:
+        """One entry per feature: name, dtype, kind and its parameters (what ``features show`` prints)."""
+        return [{"name": f.name, "dtype": f.dtype, **f.spec(), "doc": f.doc} for f in self.features]
+
+    def max_window_seconds(self, source: str) -> int:
+        windows = [
+            f.window_seconds for f in self.features if isinstance(f, WindowFeature) and f.source == source
+        ]
+        ttls = [f.ttl_seconds for f in self.features if isinstance(f, AsOfFeature) and f.source == source]
+        return max(windows + ttls + [0])
+
+    def retention_seconds(self, source: str) -> int:
+        """How far behind the watermark state must be kept for exact answers."""
+        return self.max_window_seconds(source) + self.source(source).allowed_lateness_seconds
+
+    def fingerprint(self) -> str:
+        payload = {
+            "name": self.name,
+            "request_time": self.request_time,
+            "sources": [
+                vars(s) | {"key_columns": list(s.key_columns), "value_columns": list(s.value_columns)}
+                for s in self.sources
+            ],
+            "features": self.schema(),
+        }
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        return f"{self.name}:{digest[:16]}"

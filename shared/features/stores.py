@@ -1,0 +1,196 @@
+"""Online stores: per-key, time-ordered event state that the online and streaming executors read.
+
+Two backends with identical semantics:
+
+* ``EmbeddedStore`` keeps sorted lists in the process (quick start, tests, the streaming worker).
+* ``RedisStore`` keeps one sorted set per (source, key column, key value), scored by event time.
+
+An event is stored as a *member* string ``"<event_id>|<v1>|<v2>..."``. Members are unique per event,
+so writing the same event twice is a no-op (replays and at-least-once delivery are idempotent), and
+equal times are ordered by member, in Redis and here alike.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["EmbeddedStore", "Event", "LatestQuery", "OnlineStore", "RangeQuery", "RedisStore"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event as stored: time, id, the key value per key column, and the value columns."""
+
+    ts: int
+    event_id: str
+    keys: tuple[tuple[str, str], ...]
+    values: tuple[float, ...]
+
+    def member(self) -> str:
+        return "|".join([self.event_id, *map(repr, map(float, self.values))])
+
+
+@dataclass(frozen=True)
+class RangeQuery:
+    """Events of ``source`` with ``key == value`` and time in ``[start, end)``."""
+
+    source: str
+    key: str
+    value: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class LatestQuery:
+    """The latest event of ``source`` with ``key == value`` and time at or before ``at``."""
+
+    source: str
+    key: str
+    value: str
+    at: int
+
+
+Row = tuple[int, tuple[float, ...]]
+
+
+def _decode(member: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in member.split("|")[1:])
+
+
+class OnlineStore(Protocol):
+    """What executors need from an online store. Reads are batched: one round trip per request."""
+
+    def write(self, source: str, events: Sequence[Event], evict_before: int | None = None) -> None: ...
+
+    def read(
+        self, ranges: Sequence[RangeQuery], latest: Sequence[LatestQuery]
+    ) -> tuple[list[list[Row]], list[Row | None]]: ...
+
+    def ping(self) -> bool: ...
+
+    def clear(self) -> None: ...
+
+
+class EmbeddedStore:
+    """In-process store: a sorted list of (time, member, values) per key. Not shared between processes."""
+
+    def __init__(self) -> None:
+        # Values are kept decoded next to the member so reads cost no parsing.
+        self._data: dict[str, list[tuple[int, str, tuple[float, ...]]]] = {}
+
+    def write(self, source: str, events: Sequence[Event], evict_before: int | None = None) -> None:
+        touched: set[str] = set()
+        for e in events:
+            member = e.member()
+            values = _decode(member)  # round-trip through the member, exactly as Redis would
+            for key, value in e.keys:
+                name = _key(source, key, value)
+                rows = self._data.setdefault(name, [])
+                i = bisect.bisect_left(rows, (e.ts, member), key=_order)
+                if i == len(rows) or _order(rows[i]) != (e.ts, member):
+                    rows.insert(i, (e.ts, member, values))
+                touched.add(name)
+        if evict_before is not None:
+            for name in touched:
+                rows = self._data[name]
+                del rows[: bisect.bisect_left(rows, (evict_before, ""), key=_order)]
+
+    def read(
+        self, ranges: Sequence[RangeQuery], latest: Sequence[LatestQuery]
+    ) -> tuple[list[list[Row]], list[Row | None]]:
+        range_rows: list[list[Row]] = []
+        for q in ranges:
+            rows = self._data.get(_key(q.source, q.key, q.value), [])
+            lo = bisect.bisect_left(rows, (q.start, ""), key=_order)
+            hi = bisect.bisect_left(rows, (q.end, ""), key=_order)
+            range_rows.append([(ts, v) for ts, _, v in rows[lo:hi]])
+        latest_rows: list[Row | None] = []
+        for lq in latest:
+            rows = self._data.get(_key(lq.source, lq.key, lq.value), [])
+            i = bisect.bisect_left(rows, (lq.at + 1, ""), key=_order) - 1
+            latest_rows.append((rows[i][0], rows[i][2]) if i >= 0 else None)
+        return range_rows, latest_rows
+
+    def ping(self) -> bool:
+        return True
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def keys(self) -> Iterable[str]:
+        return self._data.keys()
+
+
+class RedisStore:
+    """Redis backend: sorted sets ``<prefix>:<source>:<key>=<value>`` scored by event time.
+
+    Each written key also gets an expiry of ``ttl_seconds`` (wall clock), so keys of entities that
+    stop producing events disappear instead of growing the keyspace forever.
+    """
+
+    def __init__(self, url: str, prefix: str = "mlp", ttl_seconds: int | None = 7 * 24 * 3600) -> None:
+        import redis  # the client is only needed when this backend is chosen
+
+        self._redis: Any = redis.Redis.from_url(url, decode_responses=True)
+        self.prefix = prefix
+        self.ttl_seconds = ttl_seconds
+
+    def _name(self, source: str, key: str, value: str) -> str:
+        return f"{self.prefix}:{_key(source, key, value)}"
+
+    def write(self, source: str, events: Sequence[Event], evict_before: int | None = None) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        touched: set[str] = set()
+        for e in events:
+            member = e.member()
+            for key, value in e.keys:
+                name = self._name(source, key, value)
+                pipe.zadd(name, {member: e.ts})
+                touched.add(name)
+        for name in touched:
+            if evict_before is not None:
+                pipe.zremrangebyscore(name, "-inf", f"({evict_before}")
+            if self.ttl_seconds:
+                pipe.expire(name, self.ttl_seconds)
+        pipe.execute()
+
+    def read(
+        self, ranges: Sequence[RangeQuery], latest: Sequence[LatestQuery]
+    ) -> tuple[list[list[Row]], list[Row | None]]:
+        pipe = self._redis.pipeline(transaction=False)
+        for q in ranges:
+            pipe.zrangebyscore(self._name(q.source, q.key, q.value), q.start, f"({q.end}", withscores=True)
+        for lq in latest:
+            pipe.zrevrangebyscore(
+                self._name(lq.source, lq.key, lq.value), lq.at, "-inf", start=0, num=1, withscores=True
+            )
+        replies = pipe.execute()
+        range_rows = [[(int(score), _decode(m)) for m, score in reply] for reply in replies[: len(ranges)]]
+        latest_rows: list[Row | None] = []
+        for reply in replies[len(ranges) :]:
+            latest_rows.append((int(reply[0][1]), _decode(reply[0][0])) if reply else None)
+        return range_rows, latest_rows
+
+    def ping(self) -> bool:
+        return bool(self._redis.ping())
+
+    def clear(self) -> None:
+        cursor = 0
+        while True:
+            cursor, names = self._redis.scan(cursor, match=f"{self.prefix}:*", count=1000)
+            if names:
+                self._redis.delete(*names)
+            if cursor == 0:
+                break
+
+
+def _order(row: tuple[int, str, tuple[float, ...]]) -> tuple[int, str]:
+    return row[0], row[1]
+
+
+def _key(source: str, key: str, value: str) -> str:
+    return f"{source}:{key}={value}"
