@@ -1,0 +1,55 @@
+"""Small, dependency-free statistics used by the deployment gates (and reusable elsewhere).
+
+``psi`` is the population stability index of one score distribution against a reference one; the
+consistency checks may reuse it, so it takes plain arrays and has no deployment notions in it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["agreement_rate", "p99", "psi"]
+
+ArrayLike = npt.ArrayLike
+
+
+def psi(reference: ArrayLike, current: ArrayLike, bins: int = 10, eps: float = 1e-4) -> float:
+    """Population stability index of ``current`` against ``reference``.
+
+    Bin edges are the reference's quantiles, so every bin holds about ``1/bins`` of the reference
+    and the index is insensitive to the scale of the scores. Duplicate edges (a reference with many
+    ties) are merged. Empty bins get ``eps`` instead of zero so the log stays finite. Usual reading:
+    < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 large shift.
+    """
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    cur = np.asarray(current, dtype=np.float64).ravel()
+    ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
+    if ref.size == 0 or cur.size == 0:
+        raise ValueError("psi needs a non-empty reference and current sample")
+    if bins < 2:
+        raise ValueError("psi needs at least 2 bins")
+    # Interior edges only: the outer bins are open so values outside the reference range still count.
+    edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    ref_frac = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=edges.size + 1) / ref.size
+    cur_frac = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=edges.size + 1) / cur.size
+    ref_frac = np.maximum(ref_frac, eps)
+    cur_frac = np.maximum(cur_frac, eps)
+    return float(np.sum((cur_frac - ref_frac) * np.log(cur_frac / ref_frac)))
+
+
+def agreement_rate(a: ArrayLike, b: ArrayLike, threshold: float = 0.5) -> float:
+    """Share of rows where two score vectors take the same decision (score >= threshold)."""
+    x = np.asarray(a, dtype=np.float64).ravel()
+    y = np.asarray(b, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"agreement_rate: shapes differ {x.shape} vs {y.shape}")
+    if x.size == 0:
+        raise ValueError("agreement_rate needs at least one pair")
+    return float(np.mean((x >= threshold) == (y >= threshold)))
+
+
+def p99(latencies_ms: ArrayLike) -> float:
+    """99th percentile (0.0 for no samples, so an idle slot never trips a latency guardrail)."""
+    values = np.asarray(latencies_ms, dtype=np.float64).ravel()
+    return float(np.percentile(values, 99)) if values.size else 0.0
