@@ -211,13 +211,16 @@ class GuardrailGate(Gate):
     """Bake guardrails on the candidate's live traffic: error rate, p99 latency, prediction PSI.
 
     Rates are judged once the step has ``min_requests``; PSI compares the candidate's predictions
-    with the live version's (served alongside it, or captured before the switch).
+    with the live version's (served alongside it, or captured before the switch) once both have
+    ``min_psi_samples``: with 10 bins, two samples of one distribution already score about
+    ``9 * (1/n + 1/m)``, so small samples would trip the threshold by chance.
     """
 
     max_error_rate: float = 0.01
     max_p99_ms: float = 500.0
     max_psi: float = 0.25
     min_requests: int = 100
+    min_psi_samples: int = 500
     psi_bins: int = 10
     name: ClassVar[str] = "guardrails"
     phase: ClassVar[Phase] = "bake"
@@ -241,14 +244,11 @@ class GuardrailGate(Gate):
         reference = ctx.reference
         if ctx.live is not None and ctx.live != ctx.candidate:
             concurrent = ctx.switch.observe(ctx.live).predictions
-            if len(concurrent) >= self.min_requests:
+            if len(concurrent) >= self.min_psi_samples:
                 reference = concurrent
-        shift = "psi not judged (no reference)"
-        if (
-            reference is not None
-            and len(reference) >= self.min_requests
-            and len(m.predictions) >= self.min_requests
-        ):
+        n_min = self.min_psi_samples
+        shift = f"psi not judged (needs {n_min} predictions on each side)"
+        if reference is not None and len(reference) >= n_min and len(m.predictions) >= n_min:
             values["psi"] = psi(reference, m.predictions, bins=self.psi_bins)
             shift = f"psi {values['psi']:.3f}"
             if values["psi"] > self.max_psi:

@@ -1,0 +1,134 @@
+"""A small world for deployment tests: a model family with injectable faults, a fake clock whose
+``sleep`` sends real requests through the switch, and a Deployer on a SQLite file in tmp_path."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.deploy import (
+    Candidate,
+    Deployer,
+    GoldenSetGate,
+    GuardrailGate,
+    InProcessSwitch,
+    ReadinessGate,
+    ShadowGate,
+    SQLiteStore,
+    StateStore,
+    Strategy,
+    Switch,
+)
+from shared.deploy.gates import Gate
+
+FP = "features-aaaa"
+N_FEATURES = 4
+_BASE = np.array([0.8, -0.5, 0.3, 0.1, -0.2])
+
+
+def _weights(version: str) -> np.ndarray:
+    if "drift" in version:  # a genuinely different model: decisions and scores move a lot
+        return np.array([-1.5, 1.2, 0.9, -0.4, 1.5])
+    seed = int.from_bytes(hashlib.sha256(version.encode()).digest()[:4], "little")
+    return _BASE + np.random.default_rng(seed).normal(0.0, 1e-4, N_FEATURES + 1)
+
+
+def _clean(version: str, X: np.ndarray) -> np.ndarray:
+    w = _weights(version)
+    return 1.0 / (1.0 + np.exp(-(np.asarray(X, dtype=np.float64) @ w[:-1] + w[-1])))
+
+
+def predictor(version: str) -> Callable[[np.ndarray], np.ndarray]:
+    """What gets served. Tags: ``bad`` differs from its golden set; ``err`` fails some live requests."""
+
+    def predict(X: np.ndarray) -> np.ndarray:
+        if "err" in version and X.shape[0] == 1 and X[0, 0] > 1.0:
+            raise RuntimeError("injected failure")
+        return _clean(version, X) + (0.3 if "bad" in version else 0.0)
+
+    return predict
+
+
+def model(version: str) -> Candidate:
+    """What the registry recorded at training time; ``newfeat`` was trained on other features."""
+    X = np.random.default_rng(0).normal(size=(32, N_FEATURES)).astype(np.float32)
+    return Candidate(version, "features-bbbb" if "newfeat" in version else FP, X, _clean(version, X))
+
+
+class FakeClock:
+    """Time advances only in ``sleep``, which also serves one batch of traffic (if any is routed)."""
+
+    def __init__(self, switch: InProcessSwitch, batch: int = 500, seed: int = 1) -> None:
+        self.t = 0.0
+        self.switch = switch
+        self.batch = batch
+        self._rng = np.random.default_rng(seed)
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += max(seconds, 0.01)
+        self.traffic()
+
+    def traffic(self) -> None:
+        if self.switch.weights:
+            self.switch.serve(self._rng.normal(size=(self.batch, N_FEATURES)).astype(np.float32))
+
+
+def make_gates() -> list[Gate]:
+    return [
+        ReadinessGate(timeout_s=5, poll_s=1),
+        GoldenSetGate(atol=1e-6),
+        ShadowGate(min_pairs=50, timeout_s=10, poll_s=1),
+        GuardrailGate(max_error_rate=0.02, max_p99_ms=1e9, max_psi=0.25, min_requests=20, min_psi_samples=300),
+    ]
+
+CANARY = Strategy.canary((0.1, 0.5, 1.0), bake_s=2, poll_s=1)
+ALL = Strategy.all_at_once(bake_s=2, poll_s=1)
+
+
+class World:
+    """One target ``t`` with its store file, switch, clock and deployer; ``reopen`` simulates a restart."""
+
+    def __init__(self, path: Path, switch: InProcessSwitch | None = None, gates: list[Gate] | None = None) -> None:
+        self.path = path
+        self.gates = make_gates() if gates is None else gates
+        self.switch = switch if switch is not None else InProcessSwitch(predictor)
+        self.store: StateStore = SQLiteStore(path)
+        self.clock = FakeClock(self.switch)
+        self.deployer = self._deployer(self.switch, self.store)
+
+    def _deployer(self, switch: Switch, store: StateStore) -> Deployer:
+        return Deployer("t", switch, store, FP, self.gates, clock=self.clock.now, sleep=self.clock.sleep)
+
+    def reopen(self, switch: InProcessSwitch | None = None) -> World:
+        """A restart: fresh store connection, and a fresh switch unless the medium survived."""
+        self.store.close()
+        return World(self.path, switch, self.gates)
+
+    def second_process(self) -> World:
+        """Another process working on the same store and the same medium."""
+        return World(self.path, self.switch, self.gates)
+
+    def deploy(self, version: str, strategy: Strategy = ALL, force: bool = False):  # type: ignore[no-untyped-def]
+        return self.deployer.deploy(model(version), strategy, force=force)
+
+    def served_by(self) -> set[str]:
+        """Which versions answer live traffic now (checked by comparing served scores)."""
+        X = np.random.default_rng(7).normal(size=(64, N_FEATURES)).astype(np.float32)
+        out = self.switch.serve(X)
+        found = set()
+        for version in set(self.switch.versions.values()):
+            if np.any(np.isclose(out, predictor(version)(X), rtol=0, atol=1e-12)):
+                found.add(version)
+        return found
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path / "deploy.sqlite")
