@@ -9,7 +9,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["home", "project_root", "redis_url", "kafka_bootstrap", "hbase_thrift", "nginx_port"]
+__all__ = [
+    "hbase_thrift",
+    "home",
+    "kafka_bootstrap",
+    "nginx_port",
+    "project_root",
+    "redis_url",
+    "server_port",
+    "services_dir",
+]
 
 
 def project_root() -> Path:
@@ -25,6 +34,30 @@ def home() -> Path:
 
 def _port(name: str, default: int) -> int:
     return int(os.environ.get(f"MLPATTERNS_{name}_PORT", default))
+
+
+#: Default port of every server the project starts (``mlpatterns services``); each one is
+#: overridden by ``MLPATTERNS_<NAME>_PORT``.
+_SERVER_PORTS: dict[str, int] = {
+    "REDIS": 6379,
+    "KAFKA": 9092,
+    "KAFKA_CONTROLLER": 9093,
+    "HBASE_THRIFT": 9090,
+    "HBASE_ZOOKEEPER": 2181,
+    "HBASE_MASTER": 16000,
+    "HBASE_REGIONSERVER": 16020,
+    "NGINX": 8080,
+}
+
+
+def server_port(name: str) -> int:
+    """Port of one local server by its settings name (``KAFKA``, ``HBASE_THRIFT``, ...), env first."""
+    return _port(name, _SERVER_PORTS[name])
+
+
+def services_dir() -> Path:
+    """MLPATTERNS_SERVICES_DIR: data, logs and pid files of the local servers (default ``.services``)."""
+    return Path(os.environ.get("MLPATTERNS_SERVICES_DIR", project_root() / ".services")).resolve()
 
 
 def redis_url() -> str:
