@@ -1,0 +1,169 @@
+"""Distribution skew: is serving asked about the population the model was trained on?
+
+Serving features come from the prediction log (what serving used); training features are the
+offline features of the model's training window (the registry manifest's ``training`` dict). Per
+feature, numeric: PSI (reusing ``shared.deploy.metrics.psi``) and Jensen-Shannon distance on training
+quantile bins; categorical: L-infinity distance of the value shares. Below ``small_sample_rows``
+serving rows the gate uses two-sample tests instead (KS / chi-squared at ``p_value``), because
+binned distances of a few hundred rows are mostly noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.consistency.config import Thresholds, load_thresholds
+from shared.consistency.report import CheckResult, Finding, Status
+from shared.deploy.metrics import psi
+from shared.features import FeatureSet, RowFeature
+from shared.registry import ModelVersion, Registry
+
+__all__ = ["check_drift", "jensen_shannon", "linf_distance", "training_features"]
+
+_JS_BINS = 20
+
+
+def training_features(model: ModelVersion) -> pd.DataFrame:
+    """Offline features of the flights in ``model``'s training window."""
+    from shared.example.train import feature_table
+
+    months = tuple(model.training.get("train_months") or ())
+    if not months:
+        raise ValueError(f"{model.version} records no training months in its manifest")
+    _, table = feature_table(months)
+    return table
+
+
+def jensen_shannon(reference: np.ndarray, current: np.ndarray, bins: int = _JS_BINS) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) on a histogram binned at the reference's quantiles."""
+    from scipy.spatial.distance import jensenshannon
+
+    edges = np.unique(np.quantile(reference, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    p = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=edges.size + 1)
+    q = np.bincount(np.searchsorted(edges, current, side="right"), minlength=edges.size + 1)
+    return float(jensenshannon(p / p.sum(), q / q.sum(), base=2))
+
+
+def linf_distance(reference: np.ndarray, current: np.ndarray) -> tuple[float, Any]:
+    """max over values of |share in reference - share in current|, and the value where it peaks."""
+    values = np.union1d(reference, current)
+    p = np.array([np.mean(reference == v) for v in values])
+    q = np.array([np.mean(current == v) for v in values])
+    i = int(np.argmax(np.abs(p - q)))
+    return float(abs(p[i] - q[i])), values[i].item()
+
+
+def check_drift(
+    records: Iterable[Mapping[str, Any]],
+    model: ModelVersion | None = None,
+    *,
+    training: pd.DataFrame | None = None,
+    registry: Registry | None = None,
+    feature_set: FeatureSet | None = None,
+    thresholds: Thresholds | None = None,
+) -> CheckResult:
+    """Per-feature distance between training features and the logged serving features."""
+    from shared.example.flights import FLIGHT_FEATURES
+
+    fs = feature_set or FLIGHT_FEATURES
+    limits = thresholds or load_thresholds()
+    result = CheckResult("drift")
+    rows = [r for r in records if isinstance(r.get("features"), Mapping)]
+    if not rows:
+        result.not_run_reason = "no prediction-log records: no serving distribution to compare"
+        return result
+    if training is None:
+        if model is None:
+            try:
+                model = (registry or Registry()).latest()
+            except KeyError as exc:
+                result.not_run_reason = str(exc.args[0])
+                return result
+        training = training_features(model)
+        result.notes.append(
+            f"training window of {model.version}: months {model.training.get('train_months')}"
+        )
+    serving = pd.DataFrame(
+        [[_number(r["features"].get(n)) for n in fs.names] for r in rows], columns=fs.names, dtype=np.float64
+    )
+    result.notes.append(f"{len(training):,} training rows vs {len(serving):,} serving rows")
+    categorical = {f.name for f in fs.features if isinstance(f, RowFeature) and f.dtype == "category"}
+    for name in fs.names:
+        limit = limits.drift(name)
+        if limit["action"] == "ignore":
+            result.findings.append(Finding(name, "pass", {}, "not measured (action = ignore)"))
+            continue
+        ref = training[name].to_numpy(np.float64)
+        cur = serving[name].to_numpy(np.float64)
+        finding = _measure(name, ref, cur, name in categorical, limit)
+        result.findings.append(finding)
+        result.plot_data[name] = {
+            "training": ref[np.isfinite(ref)],
+            "serving": cur[np.isfinite(cur)],
+            "categorical": name in categorical,
+        }
+    return result
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value) if value is not None else np.nan
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _measure(
+    name: str, ref_all: np.ndarray, cur_all: np.ndarray, categorical: bool, limit: dict[str, Any]
+) -> Finding:
+    ref, cur = ref_all[np.isfinite(ref_all)], cur_all[np.isfinite(cur_all)]
+    metrics: dict[str, Any] = {
+        "n_serving": int(cur_all.size),
+        "missing_training": float(np.mean(~np.isfinite(ref_all))) if ref_all.size else 0.0,
+        "missing_serving": float(np.mean(~np.isfinite(cur_all))) if cur_all.size else 0.0,
+    }
+    if ref.size == 0 or cur.size == 0:
+        return Finding(name, "not_run", metrics, "no non-missing values on one side")
+    small = cur.size <= limit["small_sample_rows"]
+    reasons: list[str] = []
+    if categorical:
+        metrics["linf"], value = linf_distance(ref, cur)
+        metrics["linf_at"] = value
+        metrics["chi2_p"] = _chi2_p(ref, cur)
+        if small and metrics["chi2_p"] < limit["p_value"]:
+            reasons.append(f"chi-squared p = {metrics['chi2_p']:.2g} < {limit['p_value']:g}")
+        if not small and metrics["linf"] > limit["linf"]:
+            reasons.append(f"L-inf {metrics['linf']:.3f} > {limit['linf']:g} (at code {value:g})")
+    else:
+        from scipy.stats import ks_2samp
+
+        metrics["psi"] = psi(ref, cur)
+        metrics["js"] = jensen_shannon(ref, cur)
+        metrics["ks_p"] = float(ks_2samp(ref, cur).pvalue)
+        if small and metrics["ks_p"] < limit["p_value"]:
+            reasons.append(f"KS p = {metrics['ks_p']:.2g} < {limit['p_value']:g}")
+        if not small and metrics["psi"] > limit["psi"]:
+            reasons.append(f"PSI {metrics['psi']:.3f} > {limit['psi']:g}")
+        if not small and metrics["js"] > limit["js"]:
+            reasons.append(f"JS {metrics['js']:.3f} > {limit['js']:g}")
+    metrics["test"] = "small-sample" if small else "distance"
+    # The distances first: the terminal table shows the first few metrics of a row.
+    order = ["psi", "js", "ks_p", "linf", "linf_at", "chi2_p", "test"]
+    metrics = {k: metrics[k] for k in order if k in metrics} | metrics
+    if not reasons:
+        return Finding(name, "pass", metrics)
+    status: Status = "fail" if limit["action"] == "fail" else "warn"
+    return Finding(name, status, metrics, "; ".join(reasons))
+
+
+def _chi2_p(ref: np.ndarray, cur: np.ndarray) -> float:
+    from scipy.stats import chi2_contingency
+
+    values = np.union1d(ref, cur)
+    table = np.array([[np.sum(ref == v) for v in values], [np.sum(cur == v) for v in values]])
+    if table.shape[1] < 2:
+        return 1.0
+    return float(chi2_contingency(table).pvalue)

@@ -1,0 +1,221 @@
+"""Feature skew, per example: recompute every logged request offline and compare with what serving used.
+
+Each prediction-log record holds the raw request (with its ``sched_ts``) and the feature values the
+serving path used. The offline executor recomputes the features of all records at once, for the
+same key and the same time, from the event tables; a feature whose values differ in more than the
+allowed share of examples is flagged, with examples and hints (a constant served/offline ratio points
+to a unit change, served counts above offline ones to a window that sees too much).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.consistency.config import Thresholds, load_thresholds
+from shared.consistency.report import CheckResult, Finding, Status
+from shared.features import FeatureSet, OfflineExecutor
+from shared.registry import Registry
+
+__all__ = ["check_features", "default_sources", "load_records"]
+
+_PLOT_SAMPLE = 3000
+
+
+def default_sources() -> dict[str, pd.DataFrame]:
+    """The example's event tables for the whole year (what training used)."""
+    from shared.example.data import departures, load_flights, load_weather
+
+    return {"departures": departures(load_flights()), "weather": load_weather()}
+
+
+def load_records(
+    patterns: Sequence[str] | None = None, model_version: str | None = None
+) -> list[dict[str, Any]]:
+    """Prediction-log records of ``patterns`` (default: every pattern that logged), optionally one version."""
+    from shared.predlog import iter_records
+
+    records: list[dict[str, Any]] = []
+    selected: list[str | None] = list(patterns) if patterns else [None]
+    for pattern in selected:
+        records.extend(iter_records(pattern))
+    if model_version is not None:
+        records = [r for r in records if r.get("model_version") == model_version]
+    return records
+
+
+def check_features(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    feature_set: FeatureSet | None = None,
+    sources: Mapping[str, pd.DataFrame] | None = None,
+    thresholds: Thresholds | None = None,
+    registry: Registry | None = None,
+    recompute_predictions: bool = True,
+) -> CheckResult:
+    """Per-feature mismatch rate between logged serving features and the offline recomputation.
+
+    With ``recompute_predictions`` a ``prediction`` row compares each logged prediction with the
+    registry's model (the logged version) run on the logged features.
+    """
+    from shared.example.flights import FLIGHT_FEATURES
+
+    fs = feature_set or FLIGHT_FEATURES
+    limits = thresholds or load_thresholds()
+    result = CheckResult("features")
+    rows = [r for r in records if isinstance(r.get("request"), Mapping)]
+    if not rows:
+        result.not_run_reason = "no prediction-log records to check (serve some traffic first)"
+        return result
+    requests, usable = _request_table(rows, fs)
+    if len(usable) < len(rows):
+        result.notes.append(f"{len(rows) - len(usable)} records lack request fields and were skipped")
+    rows = [rows[i] for i in usable]
+    if not rows:
+        result.not_run_reason = "no record carries the request fields needed to recompute features"
+        return result
+    offline = OfflineExecutor(fs).compute(requests, sources or default_sources()).to_numpy(np.float64)
+    served = np.array([[_number(r["features"].get(n)) for n in fs.names] for r in rows], dtype=np.float64)
+    logged = np.array([[n in r["features"] for n in fs.names] for r in rows], dtype=bool)
+    patterns = Counter(str(r.get("pattern", "?")) for r in rows)
+    result.notes.append(
+        f"{len(rows):,} logged examples recomputed offline ("
+        + ", ".join(f"{p}: {n:,}" for p, n in sorted(patterns.items()))
+        + ")"
+    )
+    for j, name in enumerate(fs.names):
+        finding, data = _compare(name, served[:, j], offline[:, j], logged[:, j], rows, limits)
+        result.findings.append(finding)
+        result.plot_data[name] = data
+    if recompute_predictions:
+        finding, data = _predictions(rows, served, offline, registry, limits, fs)
+        result.findings.append(finding)
+        result.plot_data["prediction"] = data
+    return result
+
+
+def _request_table(rows: Sequence[Mapping[str, Any]], fs: FeatureSet) -> tuple[pd.DataFrame, list[int]]:
+    usable = [i for i, r in enumerate(rows) if all(f in r["request"] for f in fs.request_fields)]
+    table = pd.DataFrame(
+        {f: [rows[i]["request"][f] for i in usable] for f in fs.request_fields}, index=range(len(usable))
+    )
+    table[fs.request_time] = table[fs.request_time].astype(np.int64)
+    return table, usable
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value) if value is not None else np.nan
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _matches(served: np.ndarray, offline: np.ndarray, abs_tol: float, rel_tol: float) -> np.ndarray:
+    both_nan = np.isnan(served) & np.isnan(offline)
+    with np.errstate(invalid="ignore"):
+        close = np.abs(served - offline) <= abs_tol + rel_tol * np.abs(offline)
+    return both_nan | close
+
+
+def _compare(
+    name: str,
+    served: np.ndarray,
+    offline: np.ndarray,
+    logged: np.ndarray,
+    rows: Sequence[Mapping[str, Any]],
+    limits: Thresholds,
+) -> tuple[Finding, dict[str, Any]]:
+    tol = limits.feature(name)
+    bad = ~_matches(served, offline, tol["abs_tol"], tol["rel_tol"]) | ~logged
+    n, k = len(served), int(bad.sum())
+    rate = k / n
+    metrics: dict[str, Any] = {"mismatch_rate": rate, "mismatches": k, "n": n}
+    both = bad & np.isfinite(served) & np.isfinite(offline)
+    metrics["max_abs_diff"] = float(np.max(np.abs(served[both] - offline[both]))) if both.any() else 0.0
+    metrics["nan_mismatches"] = int((bad & (np.isnan(served) != np.isnan(offline))).sum())
+    message = ""
+    if not logged.all():
+        message = f"not logged in {int((~logged).sum()):,} records"
+    elif k:
+        message = _hint(served[bad], offline[bad])
+    passed = rate <= tol["max_mismatch_rate"]
+    examples = [
+        {
+            "request_id": rows[i].get("request_id"),
+            "pattern": rows[i].get("pattern"),
+            "key": "{carrier}{flight} {origin}->{dest}".format_map(rows[i]["request"]),
+            "sched_ts": rows[i]["request"].get("sched_ts"),
+            "served": float(served[i]),
+            "offline": float(offline[i]),
+        }
+        for i in np.flatnonzero(bad)[: limits.max_examples]
+    ]
+    data = {"served": served[:_PLOT_SAMPLE], "offline": offline[:_PLOT_SAMPLE]} if k else {}
+    return Finding(name, "pass" if passed else "fail", metrics, message, examples), data
+
+
+def _hint(served: np.ndarray, offline: np.ndarray) -> str:
+    """A short guess at the kind of skew, from the mismatching pairs only."""
+    finite = np.isfinite(served) & np.isfinite(offline) & (offline != 0)
+    if finite.sum() >= 3:
+        ratio = served[finite] / offline[finite]
+        if np.allclose(ratio, ratio[0], rtol=1e-3):
+            return f"served = {ratio[0]:.4g} x offline (a unit or scale change?)"
+    parts = []
+    if np.isnan(served).any() or np.isnan(offline).any():
+        parts.append(f"missing: served {int(np.isnan(served).sum())}, offline {int(np.isnan(offline).sum())}")
+    both = np.isfinite(served) & np.isfinite(offline)
+    if both.any():
+        above = float(np.mean(served[both] > offline[both]))
+        parts.append(f"served > offline in {above:.0%} of mismatches")
+    return "; ".join(parts)
+
+
+def _predictions(
+    rows: Sequence[Mapping[str, Any]],
+    served: np.ndarray,
+    offline: np.ndarray,
+    registry: Registry | None,
+    limits: Thresholds,
+    fs: FeatureSet,
+) -> tuple[Finding, dict[str, Any]]:
+    from shared.predictor import Predictor
+
+    registry = registry or Registry()
+    logged = np.array([_number(r.get("prediction")) for r in rows])
+    model_on_served = np.full(len(rows), np.nan)
+    model_on_offline = np.full(len(rows), np.nan)
+    versions = np.array([str(r.get("model_version")) for r in rows])
+    missing: list[str] = []
+    for version in sorted(set(versions)):
+        idx = np.flatnonzero(versions == version)
+        try:
+            predictor = Predictor(registry.get(version), running_fingerprint=fs.fingerprint())
+        except KeyError:
+            missing.append(version)
+            continue
+        model_on_served[idx] = predictor.predict_proba(served[idx])
+        model_on_offline[idx] = predictor.predict_proba(offline[idx])
+    checked = ~np.isnan(model_on_served)
+    if not checked.any():
+        reason = f"model version(s) {', '.join(missing)} not in the registry at {registry.root}"
+        return Finding("prediction", "not_run", {}, reason), {}
+    tol = limits.feature("prediction")
+    bad = checked & ~_matches(logged, model_on_served, tol["abs_tol"], tol["rel_tol"])
+    rate = float(bad.sum() / checked.sum())
+    metrics = {
+        "mismatch_rate": rate,
+        "mismatches": int(bad.sum()),
+        "n": int(checked.sum()),
+        "max_abs_diff": float(np.nanmax(np.abs(logged[checked] - model_on_served[checked]))),
+        # How far the feature skew moved the answers (information, not a gate).
+        "feature_skew_impact": float(np.nanmax(np.abs(model_on_offline[checked] - logged[checked]))),
+    }
+    message = f"versions not in the registry: {', '.join(missing)}" if missing else ""
+    status: Status = "pass" if rate <= tol["max_mismatch_rate"] else "fail"
+    data = {"served": logged[checked][:_PLOT_SAMPLE], "offline": model_on_offline[checked][:_PLOT_SAMPLE]}
+    return Finding("prediction", status, metrics, message), data
