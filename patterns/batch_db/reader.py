@@ -26,7 +26,9 @@ class PredictionReader:
         """The live table of an ISO date (raises ``NotPublished``)."""
         pointer = self.store.pointer(date)
         if pointer is None or pointer.table is None:
-            raise NotPublished(f"no predictions published for {date}: run `mlpatterns batch score --date {date}`")
+            raise NotPublished(
+                f"no predictions published for {date}: run `mlpatterns batch score --date {date}`"
+            )
         return pointer.table
 
     def get(self, flight_id: str) -> Prediction | None:

@@ -113,8 +113,13 @@ class BatchScorer:
 
     def run_id(self, dates: Sequence[str], inputs: pd.DataFrame) -> str:
         h = hashlib.sha256()
-        for part in (",".join(dates), self.predictor.version, self.model_sha256,
-                     self.predictor.feature_fingerprint, frame_fingerprint(inputs[list(REQUEST_FIELDS)])):  # fmt: skip
+        for part in (
+            ",".join(dates),
+            self.predictor.version,
+            self.model_sha256,
+            self.predictor.feature_fingerprint,
+            frame_fingerprint(inputs[list(REQUEST_FIELDS)]),
+        ):
             h.update(part.encode() + b"\0")
         return h.hexdigest()[:10]
 
@@ -139,8 +144,15 @@ class BatchScorer:
             previous.detail = "reused: same dates, model and inputs already scored"
             return previous
         table = _table_name(self.store.prefix, dates, self.predictor.version, run_id)
-        run = RunRecord(run_id, table, list(dates), self.predictor.version, self.model_sha256,
-                        self.predictor.feature_fingerprint, inputs=len(inputs))  # fmt: skip
+        run = RunRecord(
+            run_id,
+            table,
+            list(dates),
+            self.predictor.version,
+            self.model_sha256,
+            self.predictor.feature_fingerprint,
+            inputs=len(inputs),
+        )
         if previous is not None:
             run.created = previous.created  # keep the retention order of the first attempt
         self.store.save_run(run)  # intent first: a killed run is visible as "writing"
@@ -192,12 +204,17 @@ class BatchScorer:
     def _predict(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
             return np.empty(0, dtype=np.float64)
-        parts = [self.predictor.predict_proba(X[i : i + _INFER_CHUNK]) for i in range(0, len(X), _INFER_CHUNK)]
+        parts = [
+            self.predictor.predict_proba(X[i : i + _INFER_CHUNK]) for i in range(0, len(X), _INFER_CHUNK)
+        ]
         return np.concatenate(parts)
 
     def _write(self, table: str, flight_ids: list[str], scores: np.ndarray, run_id: str) -> None:
-        meta = {"version": self.predictor.version, "fingerprint": self.predictor.feature_fingerprint,
-                "run_id": run_id}  # fmt: skip
+        meta = {
+            "version": self.predictor.version,
+            "fingerprint": self.predictor.feature_fingerprint,
+            "run_id": run_id,
+        }
         with _progress(len(flight_ids), f"write {table}", self.progress) as bar:
             for start in range(0, len(flight_ids), self.write_batch):
                 stop = start + self.write_batch
@@ -211,7 +228,9 @@ class BatchScorer:
         if self.log_fraction < 1.0:
             # Deterministic sample (by flight id) so a rerun logs the same flights.
             ids = requests["flight_id"].astype(str)
-            keep = (pd.util.hash_pandas_object(ids, index=False).to_numpy() % 10_000) < self.log_fraction * 10_000
+            keep = (
+                pd.util.hash_pandas_object(ids, index=False).to_numpy() % 10_000
+            ) < self.log_fraction * 10_000
         req = requests.loc[keep, list(REQUEST_FIELDS)].to_dict("records")
         feats = features.loc[keep].to_dict("records")
         ids_kept = requests.loc[keep, "flight_id"].astype(str).tolist()

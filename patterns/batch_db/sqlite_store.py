@@ -24,7 +24,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 class SQLiteStore(PredictionTableStore):
-    """``PredictionTableStore`` on one SQLite file (default ``$MLPATTERNS_HOME/batch_db/predictions.sqlite``)."""
+    """``PredictionTableStore`` on one SQLite file (default: ``$MLPATTERNS_HOME/batch_db/``)."""
 
     def __init__(self, path: str | Path, prefix: str = "mlp") -> None:
         self.path = Path(path)
