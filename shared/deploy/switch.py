@@ -149,7 +149,11 @@ class InProcessSwitch(Switch):
                 self.stage(slot, info.version)
 
     def serve(self, X: np.ndarray) -> np.ndarray:
-        """Answer each row as one request, routed by weight; NaN marks a failed request."""
+        """Answer each row as one request routed by weight; NaN marks a failed request.
+
+        Rows sent to one slot are answered in one call (each charged that call's latency); if the
+        call fails they are retried one by one so that only the failing requests count as errors.
+        """
         X = np.asarray(X, dtype=np.float32)
         out = np.full(len(X), np.nan)
         if not self.weights:
@@ -157,17 +161,44 @@ class InProcessSwitch(Switch):
         slots = list(self.weights)
         probs = np.array([self.weights[s] for s in slots])
         picks = self._rng.choice(len(slots), size=len(X), p=probs / probs.sum())
-        for i, pick in enumerate(picks):
-            out[i] = self._one(slots[pick], X[i : i + 1])
-            mirror = self._mirror
-            if mirror is not None and mirror != slots[pick] and np.isfinite(out[i]):
-                try:
-                    shadow_score = float(self.predict(mirror, X[i : i + 1])[0])
-                except Exception:  # a failing shadow must never hurt live traffic
-                    continue
-                self._pairs[0].append(float(out[i]))
-                self._pairs[1].append(shadow_score)
+        for i, slot in enumerate(slots):
+            rows = np.flatnonzero(picks == i)
+            if rows.size:
+                out[rows] = self._answer(slot, X[rows])
+                self._mirror_to(slot, X[rows], out[rows])
         return out
+
+    def _answer(self, slot: Slot, X: np.ndarray) -> np.ndarray:
+        window = self._windows[slot]
+        start = time.perf_counter()
+        try:
+            scores = self.predict(slot, X)
+        except Exception:
+            scores = np.array([self._one(slot, X[j : j + 1]) for j in range(len(X))])
+        else:
+            window.latencies.extend([(time.perf_counter() - start) * 1000.0] * len(X))
+            window.requests += len(X)
+            window.predictions.extend(scores.tolist())
+        return scores
+
+    def _mirror_to(self, served_by: Slot, X: np.ndarray, scores: np.ndarray) -> None:
+        mirror = self._mirror
+        if mirror is None or mirror == served_by:
+            return
+        rows = np.flatnonzero(np.isfinite(scores))
+        try:
+            shadow = self.predict(mirror, X[rows])
+        except Exception:  # a failing shadow must never hurt live traffic: keep the rows it answers
+            shadow = np.array([self._shadow_one(mirror, X[j : j + 1]) for j in rows])
+        keep = np.isfinite(shadow)
+        self._pairs[0].extend(scores[rows][keep].tolist())
+        self._pairs[1].extend(shadow[keep].tolist())
+
+    def _shadow_one(self, slot: Slot, row: np.ndarray) -> float:
+        try:
+            return float(self.predict(slot, row)[0])
+        except Exception:
+            return float("nan")
 
     def _one(self, slot: Slot, row: np.ndarray) -> float:
         window = self._windows[slot]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
-from conftest import ALL, CANARY, FP, World, make_gates, model, predictor
 
 from shared.deploy import (
     BakeMetrics,
-    DeployRefused,
     DeploymentInFlight,
+    DeployRefused,
     GoldenSetGate,
     GuardrailGate,
     InProcessSwitch,
@@ -22,6 +22,12 @@ from shared.deploy import (
     Strategy,
     Switch,
 )
+from tests.shared.deploy.deploy_world import ALL, CANARY, FP, World, make_gates, model, predictor
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path / "deploy.sqlite")
 
 
 def _states(w: World) -> dict[str, tuple[str, str | None]]:
@@ -185,7 +191,9 @@ def test_readiness_timeout_fails(tmp_path) -> None:  # type: ignore[no-untyped-d
         def ready(self, slot: Slot) -> bool:
             return False
 
-    w = World(tmp_path / "r.sqlite", switch=NeverReady(predictor), gates=[ReadinessGate(timeout_s=3, poll_s=1)])
+    w = World(
+        tmp_path / "r.sqlite", switch=NeverReady(predictor), gates=[ReadinessGate(timeout_s=3, poll_s=1)]
+    )
     result = w.deploy("v1")
     assert not result.ok and "readiness" in result.reason
     assert w.clock.t >= 3  # it polled until the timeout on the (fake) clock
@@ -239,8 +247,10 @@ def test_switch_base_class_defaults() -> None:
         def stage(self, slot: Slot, version: str) -> None: ...
         def ready(self, slot: Slot) -> bool:
             return True
+
         def predict(self, slot, X):  # type: ignore[no-untyped-def]
             return X[:, 0]
+
         def route(self, weights) -> None: ...  # type: ignore[no-untyped-def]
         def observe(self, slot: Slot) -> BakeMetrics:
             return BakeMetrics()
