@@ -82,6 +82,8 @@ def port_owner(port: int, host: str = "127.0.0.1") -> int | None:
             return conn.pid or 0
     # A socket we could not attribute (other namespace, no permission): try binding to be sure.
     with socket.socket() as sock:
+        # Like the servers themselves: connections in TIME_WAIT from a just-stopped server are fine.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -107,6 +108,12 @@ class Kafka(Service):
         # A metadata request that must list this broker: the socket alone answers too early.
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
+
+        # Kafka opens its client port last; a client built before that retries for many seconds.
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
 
         try:
             admin = KafkaAdminClient(

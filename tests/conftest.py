@@ -1,0 +1,48 @@
+"""Session fixtures for the real servers, started by the project's own code (``shared.services``).
+
+Each fixture makes sure its server is up (an idempotent ``up``: already running is fine) and returns
+a :class:`shared.services.Endpoint` (``host``, ``port``, ``url``, ``address``, ``log``, ``extra``).
+A server that cannot start fails the test with the server's log tail; nothing is ever skipped.
+
+    def test_cache(redis_server):
+        client = redis.Redis.from_url(redis_server.url)
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from shared import services
+from shared.services import Endpoint, ServiceError
+
+
+def _up(name: str) -> Endpoint:
+    try:
+        return services.get(name).up()
+    except ServiceError as exc:
+        pytest.fail(f"could not start {name} for the tests:\n{exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Endpoint:
+    """Redis: ``url`` is ``redis://127.0.0.1:<port>/0``."""
+    return _up("redis")
+
+
+@pytest.fixture(scope="session")
+def kafka_server() -> Endpoint:
+    """Kafka (KRaft): ``url``/``address`` is the bootstrap ``127.0.0.1:<port>``."""
+    return _up("kafka")
+
+
+@pytest.fixture(scope="session")
+def hbase_server() -> Endpoint:
+    """HBase Thrift 1: ``happybase.Connection(hbase_server.host, hbase_server.port)``."""
+    return _up("hbase")
+
+
+@pytest.fixture(scope="session")
+def nginx_server() -> Endpoint:
+    """nginx: ``url`` is ``http://127.0.0.1:<port>``; ``extra["conf_d"]`` is the include directory
+    (see ``shared.services.nginx.conf_dir()`` and ``reload()``)."""
+    return _up("nginx")
