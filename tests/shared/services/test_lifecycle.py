@@ -51,7 +51,7 @@ def test_up_is_idempotent_and_down_leaves_no_process(private: Path, name: str) -
     svc.down()
     assert svc.status().state == "stopped"
     assert not svc.running()
-    gone, alive = psutil.wait_procs(family, timeout=5)
+    _gone, alive = psutil.wait_procs(family, timeout=5)
     assert not alive, f"left behind: {alive}"
     assert services.get(name).up().port == first.port
     svc.down()
