@@ -1,0 +1,177 @@
+"""What travels on the wire: topic names, the event schema, and creating the topics.
+
+Every input message is one JSON object with a ``type``:
+
+* ``scheduled`` (a prediction request, at ``sched_ts``): ``flight_id`` + the raw request fields.
+* ``departed`` (state, at ``dep_ts``): ``event_id`` (= flight_id), ``carrier``, ``origin``, ``dep_delay``.
+* ``weather`` (state, at ``obs_ts``): ``event_id``, ``origin`` and the six observations (null = missing).
+
+The Kafka message timestamp is the event time (ms), so ``offsets_for_times`` finds "the first event at
+or after t" in a partition: that is how a worker cuts the log between history and stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.example.flights import REQUEST_FIELDS, WEATHER_FIELDS
+
+__all__ = [
+    "KINDS",
+    "SOURCE_OF",
+    "Event",
+    "SchemaError",
+    "Topics",
+    "decode",
+    "encode",
+    "ensure_topics",
+]
+
+#: message type -> (time field, id field)
+KINDS: dict[str, tuple[str, str]] = {
+    "weather": ("obs_ts", "event_id"),
+    "departed": ("dep_ts", "event_id"),
+    "scheduled": ("sched_ts", "flight_id"),
+}
+#: message type -> the feature set's event source it updates (requests update none)
+SOURCE_OF = {"weather": "weather", "departed": "departures"}
+#: order of types at equal event time: an observation stamped t is "at or before t" for a request at t
+TIE_ORDER = {"weather": 0, "departed": 1, "scheduled": 2}
+
+_INT, _NUM, _STR = "int", "number", "str"
+_SCHEMA: dict[str, dict[str, str]] = {
+    "scheduled": {
+        "flight_id": _STR, "year": _INT, "month": _INT, "day": _INT, "hour": _INT, "minute": _INT,
+        "carrier": _STR, "flight": _INT, "origin": _STR, "dest": _STR, "distance": _NUM, "sched_ts": _INT,
+    },
+    "departed": {"event_id": _STR, "dep_ts": _INT, "carrier": _STR, "origin": _STR, "dep_delay": _NUM},
+    "weather": {"event_id": _STR, "origin": _STR, "obs_ts": _INT, **{f: "number?" for f in WEATHER_FIELDS}},
+}  # fmt: skip
+assert set(_SCHEMA["scheduled"]) - {"flight_id"} == set(REQUEST_FIELDS)
+
+
+class SchemaError(ValueError):
+    """A message that cannot be decoded or does not follow the schema (it goes to the dead letters)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One decoded input message."""
+
+    kind: str
+    ts: int
+    id: str
+    record: dict[str, Any]
+
+
+def encode(kind: str, record: Mapping[str, Any]) -> bytes:
+    """JSON bytes of one event; NaN becomes null (JSON has no NaN)."""
+    body: dict[str, Any] = {"type": kind}
+    for name in _SCHEMA[kind]:
+        value = record[name]
+        if hasattr(value, "item"):
+            value = value.item()
+        body[name] = None if isinstance(value, float) and math.isnan(value) else value
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(raw: bytes | None) -> Event:
+    """Parse and validate one message; raises ``SchemaError`` saying what is wrong."""
+    if raw is None:
+        raise SchemaError("empty message (null value)")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise SchemaError(f"expected a JSON object, got {type(body).__name__}")
+    kind = body.get("type")
+    if kind not in _SCHEMA:
+        raise SchemaError(f"unknown type {kind!r} (expected one of {sorted(_SCHEMA)})")
+    record: dict[str, Any] = {}
+    for name, expected in _SCHEMA[kind].items():
+        if name not in body:
+            raise SchemaError(f"{kind}: field {name!r} required")
+        record[name] = _check(kind, name, body[name], expected)
+    time_field, id_field = KINDS[kind]
+    return Event(kind, record[time_field], record[id_field], record)
+
+
+def _check(kind: str, name: str, value: Any, expected: str) -> Any:
+    if expected == "number?" and value is None:
+        return math.nan
+    ok = {
+        _INT: isinstance(value, int) and not isinstance(value, bool),
+        _STR: isinstance(value, str) and value != "",
+    }.get(expected, isinstance(value, int | float) and not isinstance(value, bool))
+    if not ok:
+        raise SchemaError(f"{kind}: field {name!r} must be {expected.rstrip('?')}, got {value!r}")
+    return float(value) if expected.startswith("number") else value
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Names of everything one streaming deployment uses, derived from one ``prefix``."""
+
+    prefix: str = "mlp"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def control(self) -> str:
+        return f"{self.prefix}.control"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    @property
+    def probe_replies(self) -> str:
+        return f"{self.prefix}.probe-replies"
+
+    def predictions(self, version: str) -> str:
+        return f"{self.prefix}.predictions.{version}"
+
+    def probes(self, version: str) -> str:
+        return f"{self.prefix}.probe.{version}"
+
+    def group(self, version: str) -> str:
+        return f"{self.prefix}.worker.{version}"
+
+
+#: Messages carry 2013 event times: time-based retention would delete them at once.
+_KEEP = {"retention.ms": "-1", "message.timestamp.type": "CreateTime"}
+
+
+def ensure_topics(bootstrap: str, topics: Mapping[str, int], compacted: tuple[str, ...] = ()) -> None:
+    """Create missing topics (name -> partitions), keeping messages forever; existing ones are left."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="mlp-streaming-admin")
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(
+                name,
+                partitions,
+                1,
+                topic_configs={**_KEEP, "cleanup.policy": "compact"} if name in compacted else dict(_KEEP),
+            )
+            for name, partitions in topics.items()
+            if name not in existing
+        ]
+        if new:
+            # TopicAlreadyExists: created by a concurrent worker, with the same definition.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(new)
+    finally:
+        admin.close()

