@@ -30,6 +30,7 @@ __all__ = [
     "MobileTrainingConfig",
     "Params",
     "build_module",
+    "folded_w1",
     "heldout",
     "load_params",
     "mobile_registry",
@@ -38,9 +39,12 @@ __all__ = [
 ]
 
 GOLDEN_ROWS = 256
+_TRAINED = ("w1_main", "w_month", "b1", "w2", "b2")
 Params = dict[str, np.ndarray]
 #: Column offsets of each code field inside ``raw`` (after the 5 numeric columns).
 CODE_OFFSETS = {"carrier": 5, "origin": 7, "dest": 10}
+#: Distance enters as a thermometer code over this many training-quantile edges.
+DIST_BUCKETS = 15
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def month_table() -> np.ndarray:
 
 
 def _input_width() -> int:
-    return 24 + 1 + 7 + 2 + 1 + sum(len(_vocab(f)) for f in CODE_WIDTHS)
+    return 24 + 1 + 7 + DIST_BUCKETS + sum(len(_vocab(f)) for f in CODE_WIDTHS)  # + 12 months
 
 
 def build_module(params: Params) -> Any:
@@ -77,12 +81,12 @@ def build_module(params: Params) -> Any:
     class MobileModel(tf.Module):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             super().__init__(name="flight_delay_mobile")
-            self.w1 = tf.Variable(params["w1"], name="w1")
+            self.w1_main = tf.Variable(params["w1_main"], name="w1_main")
+            self.w_month = tf.Variable(params["w_month"], name="w_month")
             self.b1 = tf.Variable(params["b1"], name="b1")
             self.w2 = tf.Variable(params["w2"], name="w2")
             self.b2 = tf.Variable(params["b2"], name="b2")
-            self.dist_mu = tf.constant(float(params["dist_mu"]), tf.float32)
-            self.dist_sd = tf.constant(float(params["dist_sd"]), tf.float32)
+            self.dist_edges = params["dist_edges"].astype(np.int32).reshape(1, -1)
 
         def encode(self, raw: Any) -> Any:
             raw = tf.cast(raw, tf.int32)
@@ -97,20 +101,28 @@ def build_module(params: Params) -> Any:
                     total = total * 256 + raw[:, start + i : start + i + 1]
                 return total
 
-            month = onehot(raw[:, 3:4], np.arange(1, 13)) @ tf.constant(month_table())
-            dist = (tf.math.log(tf.cast(raw[:, 4:5], tf.float32) + 1.0) - self.dist_mu) / self.dist_sd
+            # Thermometer code on training quantiles: 0/1 features only, exact under int8 quantization
+            # (a scaled float distance shares one int8 scale with the one-hots and loses most bits).
+            dist = tf.cast(tf.greater_equal(raw[:, 4:5], tf.constant(self.dist_edges)), tf.float32)
+            # "+ 1" keeps the TFLite converter from rewriting Equal(x, 0..n-1) into ONE_HOT, whose
+            # full-integer kernel quantizes the off value to 0.5 instead of 0.
             parts = [
-                onehot(raw[:, 0:1], np.arange(24)),
+                onehot(raw[:, 0:1] + 1, np.arange(1, 25)),
                 tf.cast(raw[:, 1:2], tf.float32) / 60.0,
-                onehot(raw[:, 2:3], np.arange(7)),
-                month,
+                onehot(raw[:, 2:3] + 1, np.arange(1, 8)),
                 dist,
             ]
             parts += [onehot(packed(f), _vocab(f).astype(np.int32)) for f in CODE_WIDTHS]
+            parts.append(onehot(raw[:, 3:4], np.arange(1, 13)))
             return tf.concat(parts, axis=1)
 
+        def w1(self) -> Any:
+            # Month rows = (sin, cos) table x 2 learned rows: seasonality that extrapolates to
+            # held-out months, while the graph input stays 0/1 (nothing for int8 to clip).
+            return tf.concat([self.w1_main, tf.constant(month_table()) @ self.w_month], axis=0)
+
         def logits(self, raw: Any) -> Any:
-            hidden = tf.nn.relu(self.encode(raw) @ self.w1 + self.b1)
+            hidden = tf.nn.relu(self.encode(raw) @ self.w1() + self.b1)
             return hidden @ self.w2 + self.b2
 
         @tf.function(input_signature=[tf.TensorSpec([None, N_RAW], tf.int32, name=INPUT_NAME)])
@@ -123,15 +135,24 @@ def build_module(params: Params) -> Any:
 def _initial_params(config: MobileTrainingConfig, dist: np.ndarray) -> Params:
     rng = np.random.default_rng(config.seed)
     d, h = _input_width(), config.hidden
-    logd = np.log(dist.astype(np.float64) + 1.0)
+    edges = np.quantile(dist.astype(np.float64), np.linspace(0, 1, DIST_BUCKETS + 2)[1:-1])
+    # Strictly increasing integer edges (tied quantiles are nudged up by one mile).
+    edges = np.rint(edges).astype(np.int64)
+    for i in range(1, DIST_BUCKETS):
+        edges[i] = max(edges[i], edges[i - 1] + 1)
     return {
-        "w1": (rng.normal(0, 1, (d, h)) * np.sqrt(2.0 / d)).astype(np.float32),
+        "w1_main": (rng.normal(0, 1, (d, h)) * np.sqrt(2.0 / d)).astype(np.float32),
+        "w_month": (rng.normal(0, 1, (2, h)) * np.sqrt(2.0 / d)).astype(np.float32),
         "b1": np.zeros(h, np.float32),
         "w2": (rng.normal(0, 1, (h, 1)) * np.sqrt(1.0 / h)).astype(np.float32),
         "b2": np.zeros(1, np.float32),
-        "dist_mu": np.float32(logd.mean()),
-        "dist_sd": np.float32(max(logd.std(), 1e-6)),
+        "dist_edges": edges.astype(np.int32),
     }
+
+
+def folded_w1(params: Params) -> np.ndarray:
+    """First-layer weights with the month rows folded in (what every export's graph multiplies by)."""
+    return np.concatenate([params["w1_main"], month_table() @ params["w_month"]]).astype(np.float32)
 
 
 def heldout(months: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +168,7 @@ def _fit(params: Params, raw: np.ndarray, y: np.ndarray, config: MobileTrainingC
 
     tf.random.set_seed(config.seed)
     module = build_module(params)
-    variables = [module.w1, module.b1, module.w2, module.b2]
+    variables = [module.w1_main, module.w_month, module.b1, module.w2, module.b2]
     opt = tf.keras.optimizers.Adam(config.learning_rate)
     loss_fn = tf.keras.losses.BinaryCrossentropy(from_logits=True)
 
@@ -165,7 +186,7 @@ def _fit(params: Params, raw: np.ndarray, y: np.ndarray, config: MobileTrainingC
         for start in range(0, len(raw), config.batch_size):
             idx = order[start : start + config.batch_size]
             step(tf.constant(raw[idx]), tf.constant(yf[idx]))
-    return {**params, **{k: getattr(module, k).numpy() for k in ("w1", "b1", "w2", "b2")}}
+    return {**params, **{k: getattr(module, k).numpy() for k in _TRAINED}}
 
 
 def predict_tf(params: Params, raw: np.ndarray) -> np.ndarray:

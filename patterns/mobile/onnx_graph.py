@@ -22,7 +22,7 @@ def build_onnx(params: dict[str, np.ndarray], version: str, fingerprint: str) ->
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from patterns.mobile.model import month_table
+    from patterns.mobile.model import folded_w1
 
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
@@ -57,19 +57,14 @@ def build_onnx(params: dict[str, np.ndarray], version: str, fingerprint: str) ->
         return total
 
     minute = op("Div", [to_float(column(1)), const(np.array(60.0, np.float32))])
-    month = op("MatMul", [onehot(column(3), np.arange(1, 13)), const(month_table(), "months")])
-    log_dist = op("Log", [op("Add", [to_float(column(4)), const(np.array(1.0, np.float32))])])
-    dist = op(
-        "Div",
-        [
-            op("Sub", [log_dist, const(np.asarray(params["dist_mu"], np.float32))]),
-            const(np.asarray(params["dist_sd"], np.float32)),
-        ],
-    )
-    parts = [onehot(column(0), np.arange(24)), minute, onehot(column(2), np.arange(7)), month, dist]
+    edges = const(params["dist_edges"].astype(np.int32).reshape(1, -1), "dist_edges")
+    dist = op("Cast", [op("GreaterOrEqual", [column(4), edges])], to=TensorProto.FLOAT)
+    parts = [onehot(column(0), np.arange(24)), minute, onehot(column(2), np.arange(7)), dist]
     parts += [onehot(packed(f), vocabulary_codes(f).astype(np.int32)) for f in CODE_WIDTHS]
+    parts.append(onehot(column(3), np.arange(1, 13)))
     x = op("Concat", parts, axis=1)
-    hidden = op("Relu", [op("Add", [op("MatMul", [x, const(params["w1"], "w1")]), const(params["b1"], "b1")])])
+    w1 = const(folded_w1(params), "w1")
+    hidden = op("Relu", [op("Add", [op("MatMul", [x, w1]), const(params["b1"], "b1")])])
     logit = op("Add", [op("MatMul", [hidden, const(params["w2"], "w2")]), const(params["b2"], "b2")])
     nodes.append(helper.make_node("Sigmoid", [logit], [OUTPUT_NAME]))
 
