@@ -7,15 +7,18 @@ Two backends with identical semantics:
 
 An event is stored as a *member* string ``"<event_id>|<v1>|<v2>..."``. Members are unique per event,
 so writing the same event twice is a no-op (replays and at-least-once delivery are idempotent), and
-equal times are ordered by member, in Redis and here alike.
+equal times are ordered by member, in Redis and here alike. Writing a member again with another
+time moves it (Redis ``ZADD`` semantics).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from shared.features.definitions import EventSource
 
 __all__ = ["EmbeddedStore", "Event", "LatestQuery", "OnlineStore", "RangeQuery", "RedisStore"]
 
@@ -28,6 +31,16 @@ class Event:
     event_id: str
     keys: tuple[tuple[str, str], ...]
     values: tuple[float, ...]
+
+    @classmethod
+    def from_record(cls, source: EventSource, record: Mapping[str, Any]) -> Event:
+        """The event a raw record of ``source`` describes (time, id, keys and values by column)."""
+        return cls(
+            ts=int(record[source.time_column]),
+            event_id=str(record[source.id_column]),
+            keys=tuple((k, str(record[k])) for k in source.key_columns),
+            values=tuple(float(record[v]) for v in source.value_columns),
+        )
 
     def member(self) -> str:
         return "|".join([self.event_id, *map(repr, map(float, self.values))])
@@ -81,6 +94,7 @@ class EmbeddedStore:
     def __init__(self) -> None:
         # Values are kept decoded next to the member so reads cost no parsing.
         self._data: dict[str, list[tuple[int, str, tuple[float, ...]]]] = {}
+        self._times: dict[str, dict[str, int]] = {}  # member -> time, per key (a sorted set's index)
 
     def write(self, source: str, events: Sequence[Event], evict_before: int | None = None) -> None:
         touched: set[str] = set()
@@ -90,14 +104,23 @@ class EmbeddedStore:
             for key, value in e.keys:
                 name = _key(source, key, value)
                 rows = self._data.setdefault(name, [])
-                i = bisect.bisect_left(rows, (e.ts, member), key=_order)
-                if i == len(rows) or _order(rows[i]) != (e.ts, member):
-                    rows.insert(i, (e.ts, member, values))
+                times = self._times.setdefault(name, {})
+                previous = times.get(member)
+                if previous == e.ts:
+                    touched.add(name)
+                    continue
+                if previous is not None:  # same member, new time: it moves, as ZADD does
+                    del rows[bisect.bisect_left(rows, (previous, member), key=_order)]
+                rows.insert(bisect.bisect_left(rows, (e.ts, member), key=_order), (e.ts, member, values))
+                times[member] = e.ts
                 touched.add(name)
         if evict_before is not None:
             for name in touched:
                 rows = self._data[name]
-                del rows[: bisect.bisect_left(rows, (evict_before, ""), key=_order)]
+                cut = bisect.bisect_left(rows, (evict_before, ""), key=_order)
+                for _, member, _ in rows[:cut]:
+                    del self._times[name][member]
+                del rows[:cut]
 
     def read(
         self, ranges: Sequence[RangeQuery], latest: Sequence[LatestQuery]
@@ -120,6 +143,7 @@ class EmbeddedStore:
 
     def clear(self) -> None:
         self._data.clear()
+        self._times.clear()
 
     def keys(self) -> Iterable[str]:
         return self._data.keys()

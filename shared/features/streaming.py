@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.features.definitions import EventSource, FeatureSet
+from shared.features.definitions import FeatureSet
 from shared.features.online import OnlineExecutor
 from shared.features.stores import EmbeddedStore, Event, OnlineStore
 
@@ -48,7 +48,7 @@ class StreamingExecutor:
         accepted = 0
         batch: list[Event] = []
         for record in rows:
-            event = _to_event(src, record)
+            event = Event.from_record(src, record)
             watermark = self.watermarks.get(source)
             if watermark is not None and event.ts < watermark - src.allowed_lateness_seconds:
                 self.late_dropped[source] += 1
@@ -73,12 +73,3 @@ class StreamingExecutor:
 
     def matrix(self, requests: Sequence[Mapping[str, Any]]) -> np.ndarray:
         return self._online.matrix(requests)
-
-
-def _to_event(src: EventSource, record: Mapping[str, Any]) -> Event:
-    return Event(
-        ts=int(record[src.time_column]),
-        event_id=str(record[src.id_column]),
-        keys=tuple((k, str(record[k])) for k in src.key_columns),
-        values=tuple(float(record[v]) for v in src.value_columns),
-    )

@@ -1,0 +1,182 @@
+"""Property tests: the online and streaming executors equal the offline executor.
+
+Random departure and weather events (random carriers, origins, times, integer delays and missing
+weather values) arrive out of order, each up to ``disorder`` seconds late; a request at time t is
+answered once every event before t has arrived. The three executors must give identical vectors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.example.flights import FLIGHT_FEATURES, WEATHER_FIELDS
+from shared.features import EmbeddedStore, OfflineExecutor, OnlineExecutor, StreamingExecutor
+from shared.features.stores import Event, RangeQuery
+
+T0 = 1_370_000_000  # June 2013
+# Shorter than the retention (25 h), so loading the online store in one go evicts nothing.
+SPAN = 20 * 3600
+LATENESS = FLIGHT_FEATURES.source("departures").allowed_lateness_seconds
+
+carriers = st.sampled_from(["AA", "UA", "B6"])
+origins = st.sampled_from(["EWR", "JFK", "LGA"])
+times = st.integers(T0, T0 + SPAN)
+jitter = st.integers(0, LATENESS)
+
+departure = st.fixed_dictionaries(
+    {"dep_ts": times, "carrier": carriers, "origin": origins, "dep_delay": st.integers(-30, 600), "j": jitter}
+)
+weather_value = st.one_of(
+    st.floats(-20, 110, allow_nan=False).map(lambda x: round(x, 2)), st.just(float("nan"))
+)
+weather = st.fixed_dictionaries(
+    {"obs_ts": times.map(lambda t: t - t % 3600), "origin": origins, "value": weather_value, "j": jitter}
+)
+request = st.fixed_dictionaries(
+    {
+        "sched_ts": times,
+        "carrier": carriers,
+        "origin": origins,
+        "dest": st.sampled_from(["ATL", "ORD", "XXX"]),
+    }
+)
+
+
+def _one_report_per_hour(wx: list[dict]) -> list[dict]:
+    # One weather report per (origin, hour), as in the real data (the loader drops duplicates).
+    seen: dict[tuple[str, int], dict] = {}
+    for w in wx:
+        seen[(w["origin"], w["obs_ts"])] = w
+    return list(seen.values())
+
+
+def _frames(
+    deps: list[dict], wx: list[dict], reqs: list[dict]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    dep_df = pd.DataFrame(
+        [{"event_id": f"d{i}", **{k: v for k, v in d.items() if k != "j"}} for i, d in enumerate(deps)],
+        columns=["event_id", "dep_ts", "carrier", "origin", "dep_delay"],
+    )
+    wx_rows = [
+        {
+            "event_id": f"{w['origin']}-{w['obs_ts']}",
+            "obs_ts": w["obs_ts"],
+            "origin": w["origin"],
+            **{f: w["value"] for f in WEATHER_FIELDS},
+        }
+        for w in _one_report_per_hour(wx)
+    ]
+    wx_df = pd.DataFrame(wx_rows, columns=["event_id", "obs_ts", "origin", *WEATHER_FIELDS])
+    rows = []
+    for r in reqs:
+        local = pd.Timestamp(r["sched_ts"], unit="s", tz="UTC").tz_convert("America/New_York")
+        rows.append(
+            {
+                **r,
+                "year": local.year,
+                "month": local.month,
+                "day": local.day,
+                "hour": local.hour,
+                "minute": local.minute,
+                "flight": 1,
+                "distance": 500.0,
+            }
+        )
+    return dep_df, wx_df, pd.DataFrame(rows)
+
+
+def _replay(deps: list[dict], wx: list[dict], reqs: pd.DataFrame, executor: StreamingExecutor) -> np.ndarray:
+    """Deliver events in a shuffled-but-bounded order; answer each request once it is safe."""
+    arrivals: list[tuple[float, int, str, dict]] = []
+    for i, d in enumerate(deps):
+        arrivals.append((d["dep_ts"] + d["j"], 0, "departures", {**d, "event_id": f"d{i}"}))
+    for w in _one_report_per_hour(wx):
+        record = {
+            "event_id": f"{w['origin']}-{w['obs_ts']}",
+            "obs_ts": w["obs_ts"],
+            "origin": w["origin"],
+            **{f: w["value"] for f in WEATHER_FIELDS},
+        }
+        arrivals.append((w["obs_ts"] + w["j"], 0, "weather", record))
+    for i, r in enumerate(reqs.to_dict("records")):
+        # By arrival key t + lateness every event before t has arrived (each is at most `lateness` late).
+        arrivals.append((r["sched_ts"] + LATENESS, 1, "request", {**r, "_row": i}))
+    arrivals.sort(key=lambda a: (a[0], a[1]))
+    out = np.empty((len(reqs), len(FLIGHT_FEATURES.names)))
+    for _, _, kind, record in arrivals:
+        if kind == "request":
+            out[record["_row"]] = executor.matrix([record])[0]
+        else:
+            assert executor.observe(kind, record), "an event within the allowed lateness was rejected"
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    deps=st.lists(departure, max_size=120),
+    wx=st.lists(weather, max_size=40),
+    reqs=st.lists(request, min_size=1, max_size=25),
+)
+def test_streaming_and_online_equal_offline_with_out_of_order_events(deps, wx, reqs) -> None:
+    dep_df, wx_df, req_df = _frames(deps, wx, reqs)
+    offline = (
+        OfflineExecutor(FLIGHT_FEATURES).compute(req_df, {"departures": dep_df, "weather": wx_df}).to_numpy()
+    )
+
+    streaming = StreamingExecutor(FLIGHT_FEATURES)
+    streamed = _replay(deps, wx, req_df, streaming)
+    assert np.array_equal(offline, streamed, equal_nan=True), _diff(offline, streamed)
+
+    # The online executor reads a store holding every event (written in one go, nothing evicted).
+    store = EmbeddedStore()
+    for name, frame in (("departures", dep_df), ("weather", wx_df)):
+        source = FLIGHT_FEATURES.source(name)
+        store.write(name, [Event.from_record(source, r) for r in frame.to_dict("records")])
+    online = OnlineExecutor(FLIGHT_FEATURES, store).matrix(req_df.to_dict("records"))
+    assert np.array_equal(offline, online, equal_nan=True), _diff(offline, online)
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> str:
+    bad = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+    cols = [FLIGHT_FEATURES.names[j] for j in np.where(bad.any(axis=0))[0]]
+    return f"features differ: {cols}"
+
+
+def test_events_later_than_the_allowed_lateness_are_rejected_and_counted() -> None:
+    executor = StreamingExecutor(FLIGHT_FEATURES)
+    base = {"carrier": "AA", "origin": "JFK", "dep_delay": 10.0}
+    assert executor.observe("departures", {**base, "event_id": "a", "dep_ts": T0})
+    assert executor.observe("departures", {**base, "event_id": "b", "dep_ts": T0 - LATENESS})  # just in time
+    assert not executor.observe("departures", {**base, "event_id": "c", "dep_ts": T0 - LATENESS - 1})
+    assert executor.late_dropped["departures"] == 1
+    features = executor.features(
+        {
+            "sched_ts": T0 + 60,
+            "carrier": "AA",
+            "origin": "JFK",
+            "dest": "ATL",
+            "year": 2013,
+            "month": 6,
+            "day": 1,
+            "hour": 8,
+            "minute": 0,
+            "distance": 1.0,
+        }
+    )
+    assert features["carrier_dep_count_3h"] == 2.0  # a and b, never c
+
+
+def test_state_older_than_retention_is_evicted_and_duplicates_are_idempotent() -> None:
+    store = EmbeddedStore()
+    executor = StreamingExecutor(FLIGHT_FEATURES, store)
+    base = {"carrier": "AA", "origin": "JFK", "dep_delay": 5.0}
+    executor.observe("departures", {**base, "event_id": "old", "dep_ts": T0})
+    executor.observe("departures", {**base, "event_id": "dup", "dep_ts": T0 + 100})
+    executor.observe("departures", {**base, "event_id": "dup", "dep_ts": T0 + 100})  # redelivered
+    retention = FLIGHT_FEATURES.retention_seconds("departures")
+    executor.observe("departures", {**base, "event_id": "new", "dep_ts": T0 + retention + 1})
+    (rows,), _ = store.read([RangeQuery("departures", "carrier", "AA", 0, 2**40)], [])
+    assert [ts for ts, _ in rows] == [T0 + 100, T0 + retention + 1]

@@ -1,0 +1,84 @@
+"""Both online stores answer the same reads with the same rows (Redis is the real server)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import numpy as np
+import pytest
+
+from shared.example.data import departures, load_flights, load_weather
+from shared.example.flights import FLIGHT_FEATURES
+from shared.features import EmbeddedStore, OnlineExecutor, RedisStore, StreamingExecutor
+from shared.features.stores import Event, LatestQuery, OnlineStore, RangeQuery
+
+
+@pytest.fixture
+def redis_store(redis_server) -> RedisStore:
+    store = RedisStore(redis_server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")
+    yield store
+    store.clear()
+
+
+def _random_events(rng: random.Random, n: int) -> list[Event]:
+    return [
+        Event(
+            ts=rng.randrange(0, 10_000),
+            event_id=f"e{rng.randrange(0, n // 2)}",  # some ids repeat
+            keys=(("carrier", rng.choice("AB")), ("origin", rng.choice("XY"))),
+            values=(float(rng.randrange(-30, 300)),),
+        )
+        for _ in range(n)
+    ]
+
+
+def _read_all(store: OnlineStore, rng: random.Random) -> tuple[list, list]:
+    ranges = [
+        RangeQuery("departures", key, value, start, start + rng.randrange(0, 4000))
+        for key, value in (("carrier", "A"), ("carrier", "B"), ("origin", "X"), ("origin", "Y"))
+        for start in (rng.randrange(-500, 10_500) for _ in range(5))
+    ]
+    latest = [
+        LatestQuery("departures", "origin", value, rng.randrange(-100, 10_100))
+        for value in ("X", "Y", "Z")
+        for _ in range(5)
+    ]
+    return store.read(ranges, latest)
+
+
+def test_embedded_and_redis_stores_agree_on_random_writes_reads_and_evictions(redis_store) -> None:
+    rng = random.Random(7)
+    embedded = EmbeddedStore()
+    for round_ in range(4):
+        events = _random_events(rng, 300)
+        evict = None if round_ < 2 else rng.randrange(0, 5000)
+        embedded.write("departures", events, evict_before=evict)
+        redis_store.write("departures", events, evict_before=evict)
+        state = rng.getstate()
+        expected = _read_all(embedded, rng)
+        rng.setstate(state)
+        assert _read_all(redis_store, rng) == expected
+    assert redis_store.ping()
+
+
+def test_online_features_from_redis_equal_the_embedded_store_on_a_real_day(redis_store) -> None:
+    flights = load_flights()
+    cutoff = int(flights[(flights["month"] == 7) & (flights["day"] == 4)]["sched_ts"].min())
+    history = departures(flights)
+    weather = load_weather()
+    embedded = EmbeddedStore()
+    for store in (embedded, redis_store):
+        loader = StreamingExecutor(FLIGHT_FEATURES, store)
+        # Two days of history is more than the longest window needs.
+        loader.observe_many("weather", weather[weather["obs_ts"].between(cutoff - 2 * 86400, cutoff - 1)])
+        loader.observe_many("departures", history[history["dep_ts"].between(cutoff - 2 * 86400, cutoff - 1)])
+    # Requests within the allowed lateness of the loaded state (the first hour of the day and a bit).
+    lateness = FLIGHT_FEATURES.source("departures").allowed_lateness_seconds
+    soon = flights[(flights["sched_ts"] >= cutoff) & (flights["sched_ts"] < cutoff + lateness + 3600)]
+    requests = soon.to_dict("records")
+    assert len(requests) > 20
+    from_redis = OnlineExecutor(FLIGHT_FEATURES, redis_store).matrix(requests)
+    from_embedded = OnlineExecutor(FLIGHT_FEATURES, embedded).matrix(requests)
+    assert np.array_equal(from_redis, from_embedded, equal_nan=True)
+    assert np.isfinite(from_redis[:, FLIGHT_FEATURES.names.index("carrier_dep_delay_24h")]).all()
