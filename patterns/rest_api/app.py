@@ -1,0 +1,434 @@
+"""The FastAPI app: ``/predict``, the Open Inference Protocol (``/v2``), ``/metrics`` and ``/admin``.
+
+Built for throughput on one uvicorn worker per process:
+
+* handlers take the raw ``Request`` and parse JSON themselves (the pydantic models in ``schemas`` only
+  document the API), and answer pre-serialised bytes;
+* scoring runs on one background thread through ``_Batcher``: requests that arrive while a batch is
+  being scored are scored together next, so concurrent callers share one feature-store round trip
+  and one onnxruntime call (adaptive micro-batching, no waiting when idle);
+* metrics are recorded in the handler with cached label children, no middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import importlib.metadata
+import json
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from patterns.rest_api import v2
+from patterns.rest_api.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from patterns.rest_api.schemas import BatchResponse, FlightRequest, InputError, PredictResponse
+from patterns.rest_api.service import FlightDelayService, Prediction, StoreUnavailable
+
+__all__ = ["MAX_BATCH", "create_app"]
+
+#: Most flights one ``/predict`` call may carry.
+MAX_BATCH = 1000
+_JSON = "application/json"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("mlpatterns")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")).encode(), status, media_type=_JSON)
+
+
+def _error(message: str, status: int, field: str | None = None) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    return _json(body, status)
+
+
+class _Batcher:
+    """Scores queued requests together on one worker thread (see the module docstring)."""
+
+    def __init__(self, service: FlightDelayService, metrics: ServiceMetrics, max_rows: int) -> None:
+        self._service = service
+        self._metrics = metrics
+        self._max_rows = max_rows
+        self._pending: list[
+            tuple[list[dict[str, Any]], list[str | None], asyncio.Future[list[Prediction]]]
+        ] = []
+        self._busy = False
+        self._task: asyncio.Task[None] | None = None
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="score")
+
+    async def score(self, requests: list[dict[str, Any]], ids: list[str | None]) -> list[Prediction]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Prediction]] = loop.create_future()
+        self._pending.append((requests, ids, future))
+        if not self._busy:
+            self._busy = True
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                take, rows = 0, 0
+                while take < len(self._pending) and (
+                    take == 0 or rows + len(self._pending[take][0]) <= self._max_rows
+                ):
+                    rows += len(self._pending[take][0])
+                    take += 1
+                batch, self._pending = self._pending[:take], self._pending[take:]
+                requests = [r for reqs, _, _ in batch for r in reqs]
+                ids = [i for _, rids, _ in batch for i in rids]
+                self._metrics.batch(len(requests))
+                try:
+                    scored = await loop.run_in_executor(self.pool, self._service.score, requests, ids)
+                except Exception as exc:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                start = 0
+                for reqs, _, future in batch:
+                    if not future.done():
+                        future.set_result(scored[start : start + len(reqs)])
+                    start += len(reqs)
+        finally:
+            self._busy = False
+
+
+def _explain(request: Request, payload: Mapping[str, Any] | None) -> bool:
+    flag = False
+    if request.scope["query_string"]:
+        flag = request.query_params.get("explain", "").lower() in _TRUE
+    if payload is not None and "explain" in payload:
+        value = payload["explain"]
+        if not isinstance(value, bool):
+            raise InputError("explain", "expected true or false")
+        flag = flag or value
+    return flag
+
+
+def _request_id(obj: Mapping[str, Any], where: str) -> str | None:
+    rid = obj.get("request_id")
+    if rid is not None and (not isinstance(rid, str) or not 0 < len(rid) <= 128):
+        raise InputError(where + "request_id", "expected a string of 1 to 128 characters")
+    return rid
+
+
+def _flights(
+    service: FlightDelayService, payload: Any
+) -> tuple[list[dict[str, Any]], list[str | None], bool]:
+    """(decoded flights, request ids, is_batch) from a ``/predict`` body."""
+    if isinstance(payload, dict) and "flights" not in payload:
+        return [service.decode_request(payload)], [_request_id(payload, "")], False
+    items = payload["flights"] if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        raise InputError("flights", "expected an array of flight objects")
+    if not 0 < len(items) <= MAX_BATCH:
+        raise InputError("flights", f"must hold 1 to {MAX_BATCH} flights, got {len(items)}")
+    flights, ids = [], []
+    for i, item in enumerate(items):
+        where = f"flights[{i}]."
+        flights.append(service.decode_request(item, where))
+        ids.append(_request_id(item, where))
+    return flights, ids, True
+
+
+def _openapi_body(schema: dict[str, Any]) -> dict[str, Any]:
+    batch = {"type": "array", "items": schema, "minItems": 1, "maxItems": MAX_BATCH}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                _JSON: {
+                    "schema": {
+                        "oneOf": [
+                            schema,
+                            {
+                                "type": "object",
+                                "required": ["flights"],
+                                "properties": {"flights": batch, "explain": {"type": "boolean"}},
+                            },
+                            batch,
+                        ]
+                    }
+                }
+            },
+        }
+    }
+
+
+def create_app(
+    service: FlightDelayService,
+    *,
+    admin_token: str | None = None,
+    max_batch_rows: int = 256,
+    title: str = "mlpatterns REST: flight delay",
+) -> FastAPI:
+    """The ASGI app serving ``service``; ``admin_token`` enables ``/admin`` (disabled when None)."""
+    metrics = ServiceMetrics(service.version, service.slot)
+    batcher = _Batcher(service, metrics, max_batch_rows)
+    server_meta = json.dumps(v2.server_metadata(_package_version())).encode()
+    model_meta = json.dumps(v2.model_metadata(service)).encode()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        batcher.pool.shutdown(wait=True)
+
+    app = FastAPI(
+        title=title,
+        version=service.version,
+        description=(
+            "Predicts whether a scheduled New York flight leaves 15 minutes late or more, from the raw "
+            "flight fields plus online features read from the feature store. Unknown carrier and "
+            "airport codes are accepted and encoded -1. Also speaks the Open Inference Protocol (V2)."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.metrics = metrics
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return _error(str(exc.detail), exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        return _error(str(first.get("msg", "invalid request")), 422, ".".join(loc) or None)
+
+    def _admin(request: Request) -> Response | None:
+        if admin_token is None:
+            return _error("admin endpoints are disabled: start the server with --admin-token", 403)
+        given = request.headers.get("x-admin-token")
+        auth = request.headers.get("authorization", "")
+        if given is None and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not given:
+            return Response(
+                b'{"error":"admin token required"}', 401, {"www-authenticate": "Bearer"}, media_type=_JSON
+            )
+        if not hmac.compare_digest(given.encode(), admin_token.encode()):
+            return _error("wrong admin token", 403)
+        return None
+
+    async def _score_and_answer(
+        endpoint: str, start: float, flights: list[dict[str, Any]], ids: Sequence[str | None]
+    ) -> tuple[list[Prediction] | None, Response | None]:
+        try:
+            return await batcher.score(flights, list(ids)), None
+        except StoreUnavailable as exc:
+            status, message = 503, str(exc)
+        except InputError as exc:
+            status, message = 422, exc.message
+        response = _error(message, status)
+        seconds = time.perf_counter() - start
+        metrics.observe(endpoint, seconds, status)
+        metrics.observe_scoring(seconds, status, None)
+        return None, response
+
+    # --- baseline -------------------------------------------------------------------------------
+
+    @app.api_route("/noop", methods=["GET", "POST"], tags=["baseline"], include_in_schema=True)
+    async def noop(request: Request) -> Response:
+        """Does nothing but read the body: the same stack's ceiling, for benchmarks."""
+        await request.body()
+        return Response(b'{"ok":true}', media_type=_JSON)
+
+    # --- JSON prediction ------------------------------------------------------------------------
+
+    @app.post(
+        "/predict",
+        tags=["predict"],
+        openapi_extra=_openapi_body(FlightRequest.model_json_schema()),
+        responses={200: {"model": PredictResponse | BatchResponse}, 422: {"description": "bad field"}},
+    )
+    async def predict(request: Request) -> Response:
+        """Score one flight (object), or several (`{"flights": [...]}` or an array).
+
+        Add `?explain=true` (or `"explain": true`) to get the feature values used.
+        """
+        start = time.perf_counter()
+        body = await request.body()
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            metrics.observe("predict", time.perf_counter() - start, 400)
+            return _error(f"body is not valid JSON: {exc}", 400, "body")
+        try:
+            explain = _explain(request, payload if isinstance(payload, dict) else None)
+            flights, ids, is_batch = _flights(service, payload)
+        except InputError as exc:
+            metrics.observe("predict", time.perf_counter() - start, 422)
+            return _error(str(exc), 422, exc.field)
+        scored, failed = await _score_and_answer("predict", start, flights, ids)
+        if scored is None:
+            return failed  # type: ignore[return-value]
+        if is_batch:
+            answer: Any = {
+                "model_version": service.version,
+                "predictions": [service.encode_response(p, explain) for p in scored],
+            }
+        else:
+            answer = service.encode_response(scored[0], explain)
+        probabilities = [p.probability for p in scored]
+        seconds = time.perf_counter() - start
+        metrics.observe("predict", seconds, 200, probabilities)
+        metrics.observe_scoring(seconds, 200, probabilities)
+        return _json(answer)
+
+    # --- Open Inference Protocol ----------------------------------------------------------------
+
+    def _check_model(name: str, version: str | None) -> Response | None:
+        if name != service.model_name:
+            return _error(f"unknown model '{name}': this server has '{service.model_name}'", 404)
+        if version is not None and version != service.version:
+            return _error(f"model '{name}' has no version '{version}': it serves '{service.version}'", 404)
+        return None
+
+    @app.get("/v2", tags=["v2"])
+    async def v2_server() -> Response:
+        return Response(server_meta, media_type=_JSON)
+
+    @app.get("/v2/health/live", tags=["v2"])
+    async def v2_live() -> Response:
+        return Response(b'{"live":true}', media_type=_JSON)
+
+    async def _ready() -> bool:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, service.ready)
+
+    @app.get("/v2/health/ready", tags=["v2"])
+    async def v2_ready() -> Response:
+        """Ready = model loaded and the feature store answers a ping (503 otherwise)."""
+        ok = await _ready()
+        return _json({"ready": ok}, 200 if ok else 503)
+
+    async def _model_ready(name: str, version: str | None) -> Response:
+        wrong = _check_model(name, version)
+        if wrong is not None:
+            return wrong
+        ok = await _ready()
+        return _json({"name": name, "ready": ok}, 200 if ok else 503)
+
+    @app.get("/v2/models/{name}/ready", tags=["v2"])
+    async def v2_model_ready(name: str) -> Response:
+        return await _model_ready(name, None)
+
+    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"])
+    async def v2_model_version_ready(name: str, version: str) -> Response:
+        return await _model_ready(name, version)
+
+    @app.get("/v2/models/{name}", tags=["v2"])
+    async def v2_model(name: str) -> Response:
+        return _check_model(name, None) or Response(model_meta, media_type=_JSON)
+
+    @app.get("/v2/models/{name}/versions/{version}", tags=["v2"])
+    async def v2_model_version(name: str, version: str) -> Response:
+        return _check_model(name, version) or Response(model_meta, media_type=_JSON)
+
+    async def _infer(request: Request, name: str, version: str | None) -> Response:
+        start = time.perf_counter()
+        wrong = _check_model(name, version)
+        if wrong is not None:
+            metrics.observe("v2_infer", time.perf_counter() - start, 404)
+            return wrong
+        try:
+            body = json.loads(await request.body())
+        except ValueError as exc:
+            metrics.observe("v2_infer", time.perf_counter() - start, 400)
+            return _error(f"body is not valid JSON: {exc}", 400)
+        try:
+            flights, request_id = v2.decode_infer(service, body)
+        except v2.V2Error as exc:
+            metrics.observe("v2_infer", time.perf_counter() - start, exc.status)
+            return _error(exc.message, exc.status)
+        scored, failed = await _score_and_answer("v2_infer", start, flights, [None] * len(flights))
+        if scored is None:
+            return failed  # type: ignore[return-value]
+        answer = v2.encode_infer(service, scored, request_id)
+        probabilities = [p.probability for p in scored]
+        seconds = time.perf_counter() - start
+        metrics.observe("v2_infer", seconds, 200, probabilities)
+        metrics.observe_scoring(seconds, 200, probabilities)
+        return _json(answer)
+
+    @app.post("/v2/models/{name}/infer", tags=["v2"])
+    async def v2_infer(request: Request, name: str) -> Response:
+        """Open Inference Protocol inference: one input tensor per raw field, output `probability`."""
+        return await _infer(request, name, None)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"])
+    async def v2_infer_version(request: Request, name: str, version: str) -> Response:
+        return await _infer(request, name, version)
+
+    # --- operations -------------------------------------------------------------------------------
+
+    @app.get("/metrics", tags=["ops"])
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/admin/info", tags=["admin"])
+    async def admin_info(request: Request) -> Response:
+        """Model version, feature fingerprints and slot of this process (token required)."""
+        return _admin(request) or _json(service.info() | {"ready": await _ready()})
+
+    @app.post("/admin/score", tags=["admin"])
+    async def admin_score(request: Request) -> Response:
+        """Probabilities for a ready feature matrix `{"features": [[...], ...]}` (golden-set checks)."""
+        denied = _admin(request)
+        if denied is not None:
+            return denied
+        try:
+            matrix = np.asarray(json.loads(await request.body())["features"], dtype=np.float32)
+        except (ValueError, KeyError, TypeError) as exc:
+            return _error(f'expected {{"features": [[number, ...], ...]}}: {exc}', 400, "features")
+        n = len(service.feature_names)
+        if matrix.ndim != 2 or matrix.shape[1] != n:
+            return _error(f"expected a (rows, {n}) matrix, got shape {list(matrix.shape)}", 422, "features")
+        probabilities = await asyncio.get_running_loop().run_in_executor(
+            batcher.pool, service.predict_features, matrix
+        )
+        return _json({"model_version": service.version, "probabilities": probabilities.tolist()})
+
+    @app.get("/admin/window", tags=["admin"])
+    async def admin_window(request: Request) -> Response:
+        """Requests, errors (5xx), p99 latency and predictions of scoring calls since the last reset."""
+        return _admin(request) or _json(metrics.window.snapshot() | {"model_version": service.version})
+
+    @app.post("/admin/window/reset", tags=["admin"])
+    async def admin_window_reset(request: Request) -> Response:
+        denied = _admin(request)
+        if denied is not None:
+            return denied
+        metrics.window.reset()
+        return _json({"reset": True})
+
+    @app.post("/admin/flush-log", tags=["admin"])
+    async def admin_flush_log(request: Request) -> Response:
+        """Wait until every prediction served so far is in the prediction log."""
+        denied = _admin(request)
+        if denied is not None:
+            return denied
+        flushed = await asyncio.get_running_loop().run_in_executor(None, service.flush_log)
+        return _json({"flushed": flushed})
+
+    return app

@@ -1,0 +1,257 @@
+"""``mlpatterns rest``: serve the REST app and materialise its online feature store."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+__all__ = ["load_features", "rest", "serve"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def rest() -> None:
+    """REST pattern: FastAPI + onnxruntime with online features from Redis.
+
+    \b
+      mlpatterns rest load-features --until 2013-06-01     # fill Redis from history
+      mlpatterns rest serve --version v1 --port 8001 --slot blue
+      curl -s localhost:8001/predict -d '{"carrier": "UA", "flight": 1545, "origin": "EWR",
+        "dest": "IAH", "distance": 1400, "scheduled_departure": "2013-06-01T08:30:00-04:00"}'
+    """
+
+
+def _redis_url(url: str | None) -> str:
+    from shared import settings
+
+    return url or settings.redis_url()
+
+
+@rest.command()
+@click.option(
+    "--version",
+    "version",
+    envvar="MLPATTERNS_MODEL_VERSION",
+    default=None,
+    help="Model version to serve, e.g. v1 [env MLPATTERNS_MODEL_VERSION; default: latest].",
+)
+@click.option(
+    "--host",
+    envvar="MLPATTERNS_REST_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to bind [env MLPATTERNS_REST_HOST].",
+)
+@click.option(
+    "--port",
+    envvar="MLPATTERNS_REST_PORT",
+    default=8001,
+    show_default=True,
+    type=int,
+    help="Port to bind [env MLPATTERNS_REST_PORT].",
+)
+@click.option(
+    "--store",
+    envvar="MLPATTERNS_REST_STORE",
+    default="redis",
+    show_default=True,
+    type=click.Choice(["redis", "embedded"]),
+    help="Online feature store: Redis (shared, filled by load-features or a stream) or "
+    "embedded (in-process; see --preload-until) [env MLPATTERNS_REST_STORE].",
+)
+@click.option(
+    "--redis-url",
+    envvar="MLPATTERNS_REDIS_URL",
+    default=None,
+    help="Redis URL [env MLPATTERNS_REDIS_URL; default redis://127.0.0.1:$MLPATTERNS_REDIS_PORT/0].",
+)
+@click.option(
+    "--redis-prefix",
+    envvar="MLPATTERNS_REDIS_PREFIX",
+    default="mlp",
+    show_default=True,
+    help="Key prefix of the feature state in Redis [env MLPATTERNS_REDIS_PREFIX].",
+)
+@click.option(
+    "--slot",
+    envvar="MLPATTERNS_SLOT",
+    default=None,
+    help="Blue-green slot (colour) reported by /admin/info and /metrics [env MLPATTERNS_SLOT].",
+)
+@click.option(
+    "--admin-token",
+    envvar="MLPATTERNS_ADMIN_TOKEN",
+    default=None,
+    help="Bearer token for /admin/* (disabled without one) [env MLPATTERNS_ADMIN_TOKEN].",
+)
+@click.option(
+    "--preload-until",
+    default=None,
+    help="With --store embedded: replay history up to this date-time at start-up, "
+    "e.g. 2013-06-01T09:00 (New York time).",
+)
+@click.option(
+    "--max-batch-rows",
+    default=256,
+    show_default=True,
+    type=int,
+    help="Largest micro-batch of concurrent requests scored together.",
+)
+@click.option(
+    "--log/--no-log",
+    "prediction_log",
+    default=True,
+    show_default=True,
+    help="Write every prediction to $MLPATTERNS_HOME/logs/rest_api.",
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    help="uvicorn log level.",
+)
+def serve(
+    version: str | None,
+    host: str,
+    port: int,
+    store: str,
+    redis_url: str | None,
+    redis_prefix: str,
+    slot: str | None,
+    admin_token: str | None,
+    preload_until: str | None,
+    max_batch_rows: int,
+    prediction_log: bool,
+    log_level: str,
+) -> None:
+    """Serve one model version with uvicorn (one worker, uvloop + httptools, no access log).
+
+    Endpoints: POST /predict, the Open Inference Protocol under /v2, /metrics, /admin/*, /noop
+    (benchmark baseline) and the API docs at /docs.
+    """
+    import uvicorn
+
+    from patterns.rest_api.app import create_app
+    from patterns.rest_api.service import FlightDelayService
+    from shared.features import StreamingExecutor
+
+    if preload_until and store != "embedded":
+        raise click.UsageError(
+            "--preload-until only applies to --store embedded (use load-features for Redis)"
+        )
+    service = FlightDelayService.from_config(
+        version,
+        store=store,
+        redis_url=_redis_url(redis_url) if store == "redis" else None,
+        redis_prefix=redis_prefix,
+        slot=slot,
+        log=prediction_log,
+    )
+    if preload_until:
+        from patterns.rest_api.loader import load_history
+
+        counts = load_history(StreamingExecutor(service.feature_set, service.store), _until(preload_until))
+        click.echo(f"preloaded {counts}", err=True)
+    click.echo(
+        f"serving {service.model_name} {service.version} (slot {slot or '-'}) on http://{host}:{port} "
+        f"with the {store} store",
+        err=True,
+    )
+    app = create_app(service, admin_token=admin_token, max_batch_rows=max_batch_rows)
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            workers=1,
+            access_log=False,
+            log_level=log_level,
+            backlog=4096,
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        service.close()
+
+
+def _until(text: str) -> int:
+    from patterns.rest_api.loader import parse_until
+
+    try:
+        return parse_until(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--until") from None
+
+
+@rest.command("load-features")
+@click.option(
+    "--until",
+    "until_text",
+    required=True,
+    help="Cut-off: replay events before this date or ISO date-time (New York time unless an "
+    "offset is given), e.g. 2013-06-01 or 2013-06-01T09:00.",
+)
+@click.option(
+    "--since",
+    "since_text",
+    default=None,
+    help="Replay events from here on [default: what the features still need, 25 h for departures].",
+)
+@click.option(
+    "--redis-url", envvar="MLPATTERNS_REDIS_URL", default=None, help="Redis URL [env MLPATTERNS_REDIS_URL]."
+)
+@click.option(
+    "--redis-prefix",
+    envvar="MLPATTERNS_REDIS_PREFIX",
+    default="mlp",
+    show_default=True,
+    help="Key prefix of the feature state [env MLPATTERNS_REDIS_PREFIX].",
+)
+@click.option("--clear", is_flag=True, help="Delete the prefix's feature state first.")
+def load_features(
+    until_text: str, since_text: str | None, redis_url: str | None, redis_prefix: str, clear: bool
+) -> None:
+    """Materialise the online store in Redis from history (departures + weather before --until).
+
+    Events go through the streaming executor, which applies the late-event policy and evicts state
+    no request can need; flights scheduled in the hour before --until then get exactly the features
+    training computed offline.
+    """
+    from tqdm import tqdm
+
+    from patterns.rest_api.loader import history_events, load_history
+    from patterns.rest_api.service import build_store
+    from shared.example.flights import FLIGHT_FEATURES
+
+    until = _until(until_text)
+    since = _until(since_text) if since_text else None
+    store = build_store("redis", _redis_url(redis_url), redis_prefix)
+    try:
+        store.ping()
+    except Exception as exc:
+        raise click.ClickException(f"Redis at {_redis_url(redis_url)} does not answer: {exc}") from None
+    if clear:
+        store.clear()
+    events = history_events()
+    total = 0
+    for src in FLIGHT_FEATURES.sources:
+        times = events[src.name][src.time_column]
+        lo = until - FLIGHT_FEATURES.retention_seconds(src.name) if since is None else since
+        total += int(((times >= lo) & (times < until)).sum())
+    from shared.features import StreamingExecutor
+
+    executor = StreamingExecutor(FLIGHT_FEATURES, store)
+    with tqdm(total=total, unit="event", desc="load-features", file=sys.stderr) as bar:
+
+        def progress(source: str, n: int) -> None:
+            bar.set_postfix_str(source)
+            bar.update(n)
+
+        counts = load_history(executor, until, since, events=events, progress=progress)
+    click.echo(
+        "loaded "
+        + ", ".join(f"{n:,} {s}" for s, n in counts.items())
+        + f" events into {redis_prefix}:* (watermarks {executor.watermarks})"
+    )
