@@ -1,7 +1,8 @@
 """Exports of a mobile version (TFLite x3, Core ML, ONNX), each gated by a parity report.
 
 Layout: ``$MLPATTERNS_HOME/mobile/exports/<version>/`` holds the artifacts plus ``export.json``
-(sha256, size and parity report per format, the version's feature fingerprint). ``export_version``
+(sha256, size and parity report per format, the version's feature fingerprint); the consistency
+checker (``mlpatterns check``) reads these files and re-judges them under the shared thresholds. ``export_version``
 raises ``ParityError`` naming every format outside its tolerance, after writing the report.
 
 Core ML: converted from the ``tf.function`` concrete function (coremltools 9 cannot read Keras 3 or
@@ -25,8 +26,9 @@ import numpy as np
 
 from patterns.mobile.inputs import INPUT_NAME, MOBILE_FEATURES, N_RAW, OUTPUT_NAME
 from patterns.mobile.model import build_module, heldout, load_params, mobile_registry, predict_tf
-from patterns.mobile.parity import FORMATS, TOLERANCES, ParityError, ParityReport, Tolerance, compare
+from patterns.mobile.parity import FORMATS, ParityError, ParityReport, compare
 from shared import settings
+from shared.consistency.config import ExportTolerance
 from shared.registry import ModelVersion, Registry, sha256_file
 
 __all__ = [
@@ -217,11 +219,10 @@ def check_artifact(
     source: np.ndarray,
     raw: np.ndarray,
     labels: np.ndarray,
-    tolerance: Tolerance | None = None,
+    limits: ExportTolerance | None = None,
 ) -> ParityReport:
     """Parity report of one artifact against ``source`` probabilities on ``raw`` (held-out rows)."""
     report = ParityReport(fmt, path.name, path.stat().st_size, sha256_file(path))
-    tolerance = tolerance or TOLERANCES[fmt]
     if fmt == "coreml":
         report.failures += [f"spec: {p}" for p in validate_coreml_spec(path, version)]
         if sys.platform != "darwin":
@@ -233,7 +234,7 @@ def check_artifact(
     except Exception as exc:
         report.failures.append(f"could not run: {type(exc).__name__}: {exc}")
         return report
-    return compare(source, got, labels, tolerance, report)
+    return compare(source, got, labels, report, limits)
 
 
 def export_version(
