@@ -39,7 +39,8 @@ _PATTERNS = ("rest_api", "batch_db", "streaming")
     "reports",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Export parity report JSON to judge (default: $MLPATTERNS_HOME/reports/mobile/parity.json).",
+    help="Export parity report JSON to judge, repeatable "
+    "(default: every $MLPATTERNS_HOME/mobile/exports/<version>/export.json).",
 )
 @click.option(
     "--scores",

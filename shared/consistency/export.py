@@ -32,7 +32,7 @@ __all__ = [
     "ExportComparison",
     "check_exports",
     "compare_scores",
-    "mobile_report_path",
+    "mobile_reports",
     "not_run",
     "read_export_report",
     "read_scores",
@@ -118,6 +118,16 @@ def not_run(reference: str, candidate: str, reason: str) -> ExportComparison:
     return ExportComparison(reference, candidate, "not_run", reasons=[reason])
 
 
+def _rejudge(c: ExportComparison, tol: ExportTolerance) -> ExportComparison:
+    # A recorded comparison: this repository's thresholds apply, and the producer's failures stand.
+    recorded = list(c.reasons) if c.status == "fail" else []
+    judged = _judge(c, tol)
+    if recorded:
+        judged.status = "fail"
+        judged.reasons = list(dict.fromkeys(recorded + judged.reasons))
+    return judged
+
+
 def _judge(c: ExportComparison, tol: ExportTolerance) -> ExportComparison:
     if c.status == "not_run":
         return c
@@ -151,9 +161,12 @@ def write_export_report(
 
 
 def read_export_report(path: Path) -> list[ExportComparison]:
+    """Comparisons from a ``write_export_report`` file or a mobile pattern ``export.json``."""
     doc = json.loads(Path(path).read_text())
+    if "formats" in doc and "version" in doc:
+        return [_from_mobile(str(doc["version"]), fmt, r) for fmt, r in doc["formats"].items()]
     if doc.get("kind") != _REPORT_KIND:
-        raise ValueError(f"{path} is not an export parity report (kind {doc.get('kind')!r})")
+        raise ValueError(f"{path} is neither an export parity report nor a mobile export.json")
     return [
         ExportComparison(
             c["reference"],
@@ -164,6 +177,32 @@ def read_export_report(path: Path) -> list[ExportComparison]:
         )
         for c in doc["comparisons"]
     ]
+
+
+def _from_mobile(version: str, fmt: str, r: Mapping[str, Any]) -> ExportComparison:
+    reference = f"mobile {version} tensorflow"
+    failures = [str(f) for f in r.get("failures", [])]
+    if not r.get("ran", True):
+        # Numbers were never measured (Core ML off macOS): say so; a failed spec check still fails.
+        reason = str(r.get("note") or "numeric parity not run")
+        if failures:
+            return ExportComparison(reference, fmt, "fail", reasons=[*failures, reason])
+        return not_run(reference, fmt, reason)
+    metrics = {
+        "n": float(r.get("rows", 0)),
+        "max_abs_diff": _finite(r.get("max_abs_diff")),
+        "mean_abs_diff": _finite(r.get("mean_abs_diff")),
+        "label_agreement": _finite(r.get("agreement"), default=0.0),
+        "auc_reference": _finite(r.get("auc_source"), default=0.0),
+        "auc_candidate": _finite(r.get("auc_export"), default=0.0),
+    }
+    # The producer's own failures (e.g. "could not run") stand even if the numbers pass here.
+    return ExportComparison(reference, fmt, "fail" if failures else "pass", metrics, failures)
+
+
+def _finite(value: Any, default: float = float("inf")) -> float:
+    number = float(value) if value is not None else float("nan")
+    return number if np.isfinite(number) else default
 
 
 def write_scores(
@@ -185,11 +224,12 @@ def read_scores(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
         return data["labels"], scores, str(data["reference"])
 
 
-def mobile_report_path(home: Path | None = None) -> Path:
-    """Where the mobile pattern writes its export parity report (read by ``mlpatterns check exports``)."""
+def mobile_reports(home: Path | None = None) -> list[Path]:
+    """Mobile export parity reports: ``$MLPATTERNS_HOME/mobile/exports/<version>/export.json``."""
     from shared import settings
 
-    return (home or settings.home()) / "reports" / "mobile" / "parity.json"
+    found = ((home or settings.home()) / "mobile" / "exports").glob("*/export.json")
+    return sorted(found, key=lambda p: (len(p.parent.name), p.parent.name))
 
 
 def check_exports(
@@ -221,7 +261,7 @@ def check_exports(
     for path in reports:
         found = read_export_report(path)
         result.notes.append(f"{len(found)} comparisons from {path}")
-        comparisons += [_judge(c, limits.export(c.candidate)) for c in found]
+        comparisons += [_rejudge(c, limits.export(c.candidate)) for c in found]
         comparisons += _coreml_absent(found)
     for path in scores_files:
         labels, scores, reference = read_scores(path)
@@ -265,8 +305,10 @@ def _sklearn_vs_onnx(
 
     try:
         pkl, onnx = model.artifact("model.pkl"), model.artifact("model.onnx")
-    except (IntegrityError, KeyError) as exc:
-        return not_run("sklearn", "onnx", f"{model.version}: {exc}")
+    except IntegrityError as exc:  # found broken: that is a failure, not a skipped check
+        return ExportComparison("sklearn", "onnx", "fail", reasons=[str(exc)])
+    except KeyError as exc:
+        return not_run("sklearn", "onnx", f"{model.version}: {exc.args[0]}")
     if holdout is None:
         from shared.example.train import feature_table
 

@@ -19,7 +19,7 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
 .pass{background:#d9f2d9}.fail{background:#f7caca}.warn,.not_run{background:#fbefc4}
-.plots img{width:300px;margin:4px;border:1px solid #eee}
+img{max-width:100%;border:1px solid #eee}
 """
 
 
@@ -59,9 +59,9 @@ def _section(check: CheckResult) -> str:
             for n, e in examples
         ]
         out.append("</table>")
-    images = [img for img in (_plot(check, name, data) for name, data in check.plot_data.items()) if img]
-    if images:
-        out.append("<div class='plots'>" + "".join(images) + "</div>")
+    plots = {name: data for name, data in check.plot_data.items() if data}
+    if plots:
+        out.append(_grid(check, plots))
     return "\n".join(out)
 
 
@@ -69,37 +69,38 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _plot(check: CheckResult, name: str, data: dict[str, Any]) -> str:
-    if not data:
-        return ""
+def _grid(check: CheckResult, plots: dict[str, dict[str, Any]]) -> str:
+    """All plots of a check in one figure: one savefig instead of one per feature keeps it quick."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4, 3), dpi=72)
+    cols = min(5, len(plots))
+    rows = -(-len(plots) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), dpi=70, squeeze=False)
     try:
-        if check.check == "drift":
-            _histogram(ax, data)
-        else:
-            x, y = (
-                (data["offline"], data["served"])
-                if check.check == "features"
-                else (
-                    data["reference"],
-                    data["candidate"],
-                )
-            )
-            labels = ("offline", "served") if check.check == "features" else tuple(name.split(" vs "))
-            _scatter(ax, np.asarray(x), np.asarray(y), labels)
-        ax.set_title(name, fontsize=9)
+        for ax, (name, data) in zip(axes.flat, plots.items(), strict=False):
+            if check.check == "drift":
+                _histogram(ax, data)
+            elif check.check == "features":
+                _scatter(ax, np.asarray(data["offline"]), np.asarray(data["served"]), ("offline", "served"))
+            else:
+                ref, cand = name.split(" vs ", 1)
+                _scatter(ax, np.asarray(data["reference"]), np.asarray(data["candidate"]), (ref, cand))
+            ax.set_title(name, fontsize=9)
+            ax.tick_params(labelsize=7)
+        for ax in list(axes.flat)[len(plots) :]:
+            ax.set_visible(False)
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
     finally:
         plt.close(fig)
     encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f"<img alt='{html.escape(name)}' src='data:image/png;base64,{encoded}'>"
+    what = {"drift": "training vs serving histograms", "features": "served vs offline (mismatching features)"}
+    caption = what.get(check.check, "reference vs candidate scores")
+    return f"<h3>{caption}</h3><img alt='{check.check} plots' src='data:image/png;base64,{encoded}'>"
 
 
 def _histogram(ax: Any, data: dict[str, Any]) -> None:

@@ -8,9 +8,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from shared import settings
 from shared.consistency.config import Thresholds, load_thresholds
 from shared.consistency.drift import check_drift
-from shared.consistency.export import check_exports, mobile_report_path
+from shared.consistency.export import check_exports, mobile_reports
 from shared.consistency.features import check_features, load_records
 from shared.consistency.report import ConsistencyReport, Finding
 from shared.registry import ModelVersion, Registry
@@ -68,13 +69,13 @@ def run_checks(
     if "exports" in checks:
         progress("exports: comparing artifacts on held-out data")
         if reports is None:
-            default = mobile_report_path()
-            reports = [default] if default.exists() else []
+            reports = mobile_reports()
         result = check_exports(
             model, registry=registry, reports=reports, scores_files=scores_files, thresholds=limits
         )
         if not reports and not scores_files:
-            reason = f"no mobile parity report at {mobile_report_path()} (the mobile pattern writes it)"
+            where = settings.home() / "mobile" / "exports" / "<version>" / "export.json"
+            reason = f"no mobile export parity report at {where} (`mlpatterns mobile export` writes it)"
             result.findings.append(Finding("tensorflow vs mobile exports", "not_run", {}, reason))
         report.checks.append(result)
     if "drift" in checks:

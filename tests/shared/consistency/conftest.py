@@ -1,0 +1,95 @@
+"""A small served world for the consistency tests.
+
+One model trained on January (max_iter 50) in a tmp registry; "serving" of January 29-31 (2,718
+real flights) computed by the real StreamingExecutor (which reads through the OnlineExecutor)
+replaying the real departures and weather in event-time order. Each test writes its own serving
+logs with the real PredictionLog into its own MLPATTERNS_HOME, perturbing what a buggy serving
+path would have perturbed, with predictions made from the features that path served.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared.consistency import replay_serving
+from shared.consistency.drift import training_features
+from shared.example.data import departures, load_flights, load_weather
+from shared.example.flights import FLIGHT_FEATURES
+from shared.example.train import TrainingConfig, train
+from shared.predictor import Predictor
+from shared.predlog import PredictionLog
+from shared.registry import ModelVersion, Registry
+
+SERVED_DAYS = (29, 30, 31)
+
+
+@dataclass
+class World:
+    registry_root: Path
+    model: ModelVersion
+    sources: dict[str, pd.DataFrame]
+    requests: pd.DataFrame  # the served flights (January 29-31)
+    served: np.ndarray  # what the streaming path computed for them
+    training: pd.DataFrame  # offline features of the model's training window
+
+    def replay(self, requests: pd.DataFrame | None = None, **kwargs: object) -> np.ndarray:
+        return replay_serving(self.requests if requests is None else requests, self.sources, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    root = tmp_path_factory.mktemp("consistency") / "registry"
+    model = train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=Registry(root))
+    every = load_flights()
+    sources = {"departures": departures(every), "weather": load_weather()}
+    requests = every[(every["month"] == 1) & every["day"].isin(SERVED_DAYS)].reset_index(drop=True)
+    served = replay_serving(requests, sources)
+    return World(root, model, sources, requests, served, training_features(model))
+
+
+@pytest.fixture
+def home(tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh MLPATTERNS_HOME holding a copy of the world's registry."""
+    shutil.copytree(world.registry_root, tmp_path / "registry")
+    monkeypatch.setenv("MLPATTERNS_HOME", str(tmp_path))
+    yield tmp_path
+
+
+Serve = Callable[..., None]
+
+
+@pytest.fixture
+def serve(home: Path, world: World) -> Serve:
+    """Log served examples as a serving path does: features it used, prediction made from them."""
+
+    def _serve(
+        features: np.ndarray,
+        rows: np.ndarray | None = None,
+        pattern: str = "streaming",
+        prediction: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        idx = np.arange(len(world.requests)) if rows is None else rows
+        x = features[idx]
+        p = Predictor(Registry(home / "registry").get(world.model.version)).predict_proba(x)
+        if prediction is not None:
+            p = prediction(p)
+        fields = list(FLIGHT_FEATURES.request_fields)
+        records = world.requests.iloc[idx].to_dict("records")
+        log = PredictionLog(pattern)
+        log.write_many(
+            [
+                (r["flight_id"], {k: r[k] for k in fields}, dict(zip(FLIGHT_FEATURES.names, x[i], strict=True)), p[i])
+                for i, r in enumerate(records)
+            ],
+            model_version=world.model.version,
+        )
+        log.close()
+
+    return _serve

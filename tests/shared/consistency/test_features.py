@@ -1,0 +1,83 @@
+"""Feature skew per example: each injected serving bug is flagged on exactly the features it touches."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.consistency import check_features, load_records
+from shared.example.flights import FLIGHT_FEATURES
+
+NAMES = FLIGHT_FEATURES.names
+WINDOW_FEATURES = [n for n in NAMES if "_dep_" in n]
+
+
+def _check(world, **kwargs):  # type: ignore[no-untyped-def]
+    return check_features(load_records(), sources=world.sources, **kwargs)
+
+
+def test_clean_serving_passes_every_feature_and_the_prediction(world, serve) -> None:  # type: ignore[no-untyped-def]
+    half = len(world.requests) // 2
+    serve(world.served, np.arange(half), pattern="rest_api")
+    serve(world.served, np.arange(half, len(world.requests)), pattern="streaming")
+    result = _check(world)
+    assert result.passed and result.status == "pass"
+    assert result.flagged == []
+    assert [f.name for f in result.findings] == [*NAMES, "prediction"]
+    assert all(f.metrics["n"] == len(world.requests) for f in result.findings)
+    assert any("rest_api" in n and "streaming" in n for n in result.notes)
+
+
+def test_unit_change_in_one_feature_is_flagged_with_its_ratio(world, serve) -> None:  # type: ignore[no-untyped-def]
+    km = world.served.copy()
+    km[:, NAMES.index("distance")] *= 1.609344  # the serving path converted miles to km
+    serve(km)
+    result = _check(world)
+    assert not result.passed
+    assert result.flagged == ["distance"]
+    distance = result.finding("distance")
+    assert distance.metrics["mismatch_rate"] == 1.0
+    assert "1.609" in distance.message
+    example = distance.examples[0]
+    assert np.isclose(example["served"], example["offline"] * 1.609344)
+
+
+def test_window_that_sees_the_future_is_flagged(world, serve) -> None:  # type: ignore[no-untyped-def]
+    # The serving path aggregates the origin's last hour at processing time, 30 min after the
+    # scheduled time: it sees departures after t, the flight's own departure included.
+    late = world.requests.copy()
+    late["sched_ts"] = late["sched_ts"] + 1800
+    leaked = world.served.copy()
+    j = NAMES.index("origin_dep_delay_1h")
+    leaked[:, j] = world.replay(late)[:, j]
+    serve(leaked)
+    result = _check(world)
+    assert result.flagged == ["origin_dep_delay_1h"]
+    finding = result.finding("origin_dep_delay_1h")
+    assert 0.5 < finding.metrics["mismatch_rate"] <= 1.0
+    assert finding.examples and all(e["served"] != e["offline"] for e in finding.examples)
+
+
+def test_stale_aggregates_flag_exactly_the_window_features(world, serve) -> None:  # type: ignore[no-untyped-def]
+    # The departures stream lags two hours behind; weather is on time.
+    stale = world.replay(lag_seconds={"departures": 2 * 3600})
+    serve(stale)
+    result = _check(world)
+    assert sorted(result.flagged) == sorted(WINDOW_FEATURES)
+    counts = result.finding("carrier_dep_count_1h")
+    # Missing recent departures: serving counts fewer than offline.
+    assert all(e["served"] < e["offline"] for e in counts.examples)
+    assert result.finding("prediction").status == "pass"
+
+
+def test_served_predictions_that_do_not_match_the_model_are_flagged(world, serve) -> None:  # type: ignore[no-untyped-def]
+    serve(world.served, prediction=lambda p: np.round(p, 2))  # a path that rounded its output
+    result = _check(world)
+    assert result.flagged == ["prediction"]
+    assert 0.0 < result.finding("prediction").metrics["max_abs_diff"] <= 0.005
+
+
+def test_no_logs_is_reported_as_not_run(world, home) -> None:  # type: ignore[no-untyped-def]
+    result = _check(world)
+    assert result.status == "not_run"
+    assert result.not_run_reason and "no prediction-log records" in result.not_run_reason
+    assert result.passed  # not run is not failed; the report's strict mode turns it into a failure
