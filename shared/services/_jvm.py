@@ -77,7 +77,7 @@ def fetch_jars(pom: Path, libs: Path, progress: Progress) -> None:
     res = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=pom.parent)
     if res.returncode != 0:
         out = res.stdout + res.stderr
-        tail = "\n".join(out.splitlines()[-20:])
+        tail = "\n".join(_useful_lines(out)[:12])
         if any(hint in out.lower() for hint in _NETWORK_HINTS):
             raise ServiceError(
                 f"cannot reach Maven Central to fetch {pom.name} (is the network up?):\n{tail}"
@@ -89,3 +89,13 @@ def fetch_jars(pom: Path, libs: Path, progress: Progress) -> None:
     size = sum(f.stat().st_size for f in libs.glob("*.jar")) / 1e6
     jars = len(list(libs.glob("*.jar")))
     progress(f"  {jars} jars, {size:.0f} MB in {time.monotonic() - began:.0f}s")
+
+
+def _useful_lines(output: str) -> list[str]:
+    # Maven ends every failure with the same boilerplate; keep the lines that say what went wrong.
+    boiler = ("to see the full stack", "re-run maven", "for more information", "[help")
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in output.splitlines()]
+    bodies = [ln.removeprefix("[ERROR]").strip() for ln in lines]
+    pairs = zip(lines, bodies, strict=True)
+    kept = [ln for ln, body in pairs if body and not body.lower().startswith(boiler)]
+    return kept or lines[-20:]

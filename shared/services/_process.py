@@ -42,10 +42,17 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _matches(proc: psutil.Process, marker: str) -> bool:
     # Redis rewrites its process title, so the working directory (set by launch()) counts too.
     with contextlib.suppress(psutil.Error):
-        if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+        if not _running(proc):
             return False
         if marker in " ".join(proc.cmdline()):
             return True
@@ -136,12 +143,17 @@ def stop_pid(pid: int, graceful: int = signal.SIGTERM, timeout: float = 30.0) ->
     family = _family(pid)
     if not family:
         return False
+    try:
+        leads_group = os.getpgid(pid) == pid
+    except ProcessLookupError:
+        leads_group = False
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, graceful)
     _, alive = psutil.wait_procs(family, timeout=timeout)
-    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if os.getpgid(pid) == pid:
+    alive = [p for p in alive if _running(p)]
+    if leads_group:
+        # Anything still in the group (even if its leader already exited) goes now.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
     for proc in alive:
         with contextlib.suppress(psutil.Error):

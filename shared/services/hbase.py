@@ -69,7 +69,7 @@ class HBase(Service):
 
     def install(self, progress: Progress) -> None:
         self._java = _jvm.java_binary(17)
-        pom = self.dir / "pom.xml"
+        pom = self.dir / "hbase.pom.xml"
         pom.write_text(resource_text("hbase.pom.xml"))
         _jvm.fetch_jars(pom, self.dir / "libs", progress)
 

@@ -58,7 +58,7 @@ class Kafka(Service):
 
     def install(self, progress: Progress) -> None:
         self._java = _jvm.java_binary(17)
-        pom = self.dir / "pom.xml"
+        pom = self.dir / "kafka.pom.xml"
         pom.write_text(resource_text("kafka.pom.xml"))
         _jvm.fetch_jars(pom, self.dir / "libs", progress)
 
