@@ -2,8 +2,8 @@
 
 Layout: ``$MLPATTERNS_HOME/mobile/exports/<version>/`` holds the artifacts plus ``export.json``
 (sha256, size and parity report per format, the version's feature fingerprint); the consistency
-checker (``mlpatterns check``) reads these files and re-judges them under the shared thresholds. ``export_version``
-raises ``ParityError`` naming every format outside its tolerance, after writing the report.
+checker (``mlpatterns check``) reads these files and re-judges them under the shared thresholds.
+``export_version`` raises ``ParityError`` naming every format outside its tolerance, after writing the report.
 
 Core ML: converted from the ``tf.function`` concrete function (coremltools 9 cannot read Keras 3 or
 SavedModel inputs), mlprogram in float32 precision. Its prediction runtime exists only on macOS:
@@ -197,7 +197,9 @@ def validate_coreml_spec(path: Path, version: str) -> list[str]:
             problems.append(f"input {INPUT_NAME} has dataType {arr.dataType}, expected INT32")
         ranges = [(r.lowerBound, r.upperBound) for r in arr.shapeRange.sizeRanges]
         if len(ranges) != 2 or ranges[1] != (N_RAW, N_RAW) or ranges[0][0] != 1:
-            problems.append(f"input {INPUT_NAME} shape ranges {ranges}, expected [(1, n), ({N_RAW}, {N_RAW})]")
+            problems.append(
+                f"input {INPUT_NAME} shape ranges {ranges}, expected [(1, n), ({N_RAW}, {N_RAW})]"
+            )
     if list(outputs) != [OUTPUT_NAME]:
         problems.append(f"outputs are {list(outputs)}, expected [{OUTPUT_NAME!r}]")
     elif outputs[OUTPUT_NAME].type.multiArrayType.dataType != FT.FLOAT32:

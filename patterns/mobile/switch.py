@@ -1,0 +1,132 @@
+"""Blue-green for apps: the deploy core's ``Switch`` whose medium is the channel manifest.
+
+``stage`` uploads a version's exported TFLite file (only if its parity gate passed) to the CDN
+folder; ``route(weights)`` rewrites the manifest: the slot that is live in the manifest stays live
+and the other one becomes the candidate at ``weight x 100`` percent of devices, a single slot at
+1.0 becomes live. ``predict`` runs the uploaded file itself (sha256 checked), so the deploy
+core's golden-set gate judges exactly the bytes phones will download.
+
+Phones send no telemetry here, so ``observe`` reports no requests and the bake guardrails have
+nothing to judge: the gates that matter are export parity (at export) and the golden set.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from patterns.mobile.export import FILES, export_dir, load_reports, run_artifact
+from patterns.mobile.inputs import MOBILE_FEATURES
+from patterns.mobile.manifest import Channel, Entry
+from patterns.mobile.model import mobile_registry
+from shared.deploy import BakeMetrics, Candidate, GoldenSetGate, ReadinessGate, Slot, Switch, Target
+from shared.deploy.state import SlotState, TargetState
+from shared.registry import Registry, sha256_file
+
+__all__ = ["ManifestSwitch", "build_target", "stage_entry"]
+
+
+def stage_entry(channel: Channel, version: str, min_app_version: str = "1.0.0") -> Entry:
+    """Upload ``version``'s export in the channel's format, refusing one that failed its parity gate."""
+    fmt = channel.format
+    report = load_reports(version, channel.home).get(fmt)
+    if report is None:
+        raise RuntimeError(f"{version} has no {fmt} export: run `mlpatterns mobile export {version}`")
+    if not report.passed:
+        raise RuntimeError(f"{version}: {fmt} failed its parity gate ({'; '.join(report.failures)})")
+    path = export_dir(version, channel.home) / FILES[fmt]
+    if sha256_file(path) != report.sha256:
+        raise RuntimeError(f"{version}: {path} changed since its parity report; re-export it")
+    return channel.upload(version, path, min_app_version, MOBILE_FEATURES.fingerprint())
+
+
+def _local(url: str) -> Path:
+    return Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+
+
+class ManifestSwitch(Switch):
+    """Two slots, each an uploaded model; routing = the manifest's live / candidate / percent."""
+
+    supports_weights = True
+
+    def __init__(self, channel: Channel, min_app_version: str = "1.0.0") -> None:
+        self.channel = channel
+        self.min_app_version = min_app_version
+        self.slots: dict[Slot, Entry] = {}
+
+    def stage(self, slot: Slot, version: str) -> None:
+        self.slots[slot] = stage_entry(self.channel, version, self.min_app_version)
+
+    def ready(self, slot: Slot) -> bool:
+        entry = self.slots.get(slot)
+        return (
+            entry is not None
+            and _local(entry.url).exists()
+            and sha256_file(_local(entry.url)) == entry.sha256
+        )
+
+    def predict(self, slot: Slot, X: np.ndarray) -> np.ndarray:
+        if not self.ready(slot):
+            raise RuntimeError(f"slot {slot} holds no intact model")
+        raw = np.rint(np.asarray(X, dtype=np.float64)).astype(np.int32)
+        return run_artifact(self.channel.format, _local(self.slots[slot].url), raw)
+
+    def route(self, weights: Mapping[Slot, float]) -> None:
+        active = {Slot(s): float(w) for s, w in weights.items() if w > 0}
+        for slot in active:
+            if slot not in self.slots:
+                raise RuntimeError(f"cannot route to empty slot {slot}")
+        if not active:
+            self.channel.set_state(self._current_live(), None, 0.0)
+            return
+        live_version = (self.channel.load().get("live") or {}).get("version")
+        ordered = sorted(active, key=lambda s: (self.slots[s].version != live_version, -active[s]))
+        live = ordered[0]
+        if len(ordered) == 1:
+            self.channel.set_state(self.slots[live], None, 0.0)
+        else:
+            cand = ordered[1]
+            self.channel.set_state(self.slots[live], self.slots[cand], 100.0 * active[cand])
+
+    def observe(self, slot: Slot) -> BakeMetrics:
+        return BakeMetrics()
+
+    def retire(self, slot: Slot) -> None:
+        self.slots.pop(slot, None)
+
+    def attach(self, state: TargetState) -> None:
+        for slot, info in state.slots.items():
+            keep = info.state not in (SlotState.EMPTY, SlotState.RETIRED)
+            if keep and info.version and (slot not in self.slots or self.slots[slot].version != info.version):
+                self.stage(slot, info.version)
+
+    def _current_live(self) -> Entry | None:
+        live = self.channel.load().get("live")
+        return Entry(**live) if live else None
+
+
+def _card(registry: Registry, version: str) -> Any:
+    mv = registry.get(version)
+    inputs, outputs = mv.golden_set()
+    return Candidate(mv.version, mv.feature_fingerprint, inputs, outputs)
+
+
+def build_target(
+    channel: str | Channel = "stable",
+    registry: Registry | None = None,
+    home: Path | None = None,
+    fmt: str = "tflite_float32",
+    **_: object,
+) -> Target:
+    """The ``mobile`` deploy target: a manifest switch over the mobile registry's versions."""
+    reg = registry or mobile_registry(home / "mobile" / "registry" if home else None)
+    chan = channel if isinstance(channel, Channel) else Channel(channel, home, fmt)
+    gates = [ReadinessGate(timeout_s=5.0), GoldenSetGate(atol=1e-4)]
+    return Target(
+        "mobile", ManifestSwitch(chan), MOBILE_FEATURES.fingerprint(), lambda v: _card(reg, v), gates
+    )
