@@ -36,7 +36,9 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=2000, help="online lookups per store")
     args = parser.parse_args()
 
@@ -54,8 +56,10 @@ def main() -> None:
     print(f"\nOffline features, whole year ({len(flights):,} flights, {len(FLIGHT_FEATURES.names)} features)")
     print(f"{'step':<34}{'seconds':>9}{'rows/s':>12}{'ratio':>8}")
     print(f"{'read raw tables (baseline)':<34}{load_s:>9.2f}{len(flights) / load_s:>12,.0f}{1:>8.2f}")
-    print(f"{'OfflineExecutor.compute':<34}{offline_s:>9.2f}{len(flights) / offline_s:>12,.0f}"
-          f"{offline_s / load_s:>8.2f}")
+    print(
+        f"{'OfflineExecutor.compute':<34}{offline_s:>9.2f}{len(flights) / offline_s:>12,.0f}"
+        f"{offline_s / load_s:>8.2f}"
+    )
 
     # Online: state as of 2013-07-04 00:00 local; requests are that morning's flights.
     cutoff = int(flights[(flights["month"] == 7) & (flights["day"] == 4)]["sched_ts"].min())
@@ -76,8 +80,10 @@ def main() -> None:
     rows.append(("Redis PING (baseline)", *floor))
     for name, store in (("embedded store", EmbeddedStore()), ("Redis store", redis_store)):
         loader = StreamingExecutor(FLIGHT_FEATURES, store)
-        for source, frame, column in (("weather", sources["weather"], "obs_ts"),
-                                      ("departures", sources["departures"], "dep_ts")):
+        for source, frame, column in (
+            ("weather", sources["weather"], "obs_ts"),
+            ("departures", sources["departures"], "dep_ts"),
+        ):
             loader.observe_many(source, frame[frame[column].between(cutoff - 2 * 86400, cutoff - 1)])
         executor = OnlineExecutor(FLIGHT_FEATURES, store)
         samples = []
