@@ -1,0 +1,65 @@
+"""The same model behind BentoML (new-style ``@bentoml.service``), for teams that package with Bento.
+
+It drives the very same ``FlightDelayService`` as the FastAPI app (decode -> online features ->
+onnxruntime -> encode, plus the prediction log), so both answer a request with the same
+probability; only the HTTP layer differs. BentoML validates the body with the pydantic
+``FlightRequest`` (its way); errors map to 400 (bad field) and 503 (feature store down).
+
+    MLPATTERNS_MODEL_VERSION=v1 bentoml serve patterns.rest_api.bento_service:FlightDelay \\
+        --host 127.0.0.1 --port 3000
+    curl -XPOST 127.0.0.1:3000/predict -H 'content-type: application/json' \\
+        -d '{"carrier": "UA", "flight": 1545, "origin": "EWR", "dest": "IAH", "distance": 1400,
+             "scheduled_departure": "2013-01-02T08:30:00-05:00"}'
+
+Settings come from the environment (BentoML owns the command line): MLPATTERNS_MODEL_VERSION
+(default: latest), MLPATTERNS_STORE (``redis`` or ``embedded``), MLPATTERNS_REDIS_URL,
+MLPATTERNS_HOME (registry, prediction logs), MLPATTERNS_BENTO_WORKERS (default 1).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import bentoml
+from bentoml.exceptions import InvalidArgument, ServiceUnavailable
+
+from patterns.rest_api.schemas import FlightRequest, InputError
+from patterns.rest_api.service import FlightDelayService, StoreUnavailable
+
+__all__ = ["FlightDelay"]
+
+
+@bentoml.service(
+    name="flight_delay",
+    workers=int(os.environ.get("MLPATTERNS_BENTO_WORKERS", "1")),
+    traffic={"timeout": 10},
+)
+class FlightDelay:
+    """BentoML front of ``FlightDelayService``: ``POST /predict`` (one flight) and ``POST /info``."""
+
+    def __init__(self) -> None:
+        self.service = FlightDelayService.from_config(
+            os.environ.get("MLPATTERNS_MODEL_VERSION") or None,
+            store=os.environ.get("MLPATTERNS_STORE", "redis"),
+            redis_url=os.environ.get("MLPATTERNS_REDIS_URL") or None,
+            slot="bento",
+            log=os.environ.get("MLPATTERNS_PREDICTION_LOG", "1") != "0",
+        )
+
+    @bentoml.api(route="/predict", input_spec=FlightRequest)
+    def predict(self, **fields: Any) -> dict[str, Any]:
+        """Delay probability of one flight (same body and answer as the FastAPI app's /predict)."""
+        explain = bool(fields.pop("explain", False))
+        payload = {k: v for k, v in fields.items() if v is not None}
+        try:
+            return self.service.handle(payload, explain=explain)
+        except InputError as exc:
+            raise InvalidArgument(str(exc)) from None
+        except StoreUnavailable as exc:
+            raise ServiceUnavailable(str(exc)) from None
+
+    @bentoml.api(route="/info")
+    def info(self) -> dict[str, Any]:
+        """Model name, version and feature fingerprints of this process."""
+        return self.service.info()

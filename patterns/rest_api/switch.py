@@ -1,0 +1,312 @@
+"""Blue-green for the REST pattern: two app processes (blue, green) behind one nginx upstream.
+
+``stage`` starts the idle colour with the new version on its own port (the live one keeps
+serving), the gates talk to that colour over HTTP (readiness, golden set through its admin
+endpoint), ``route`` rewrites the nginx upstream (``weight=N`` for a canary) and reloads gracefully
+after ``nginx -t``, ``observe`` reads the colour's ``/metrics`` (requests, errors, latency
+histogram, prediction scores) as deltas since the last ``route``. The previous colour stays up
+(standby) for an instant rollback until the next deployment retires it.
+
+The durable truth (which colour runs which version, what is live) is the deploy core's state
+store; this switch only keeps what its medium needs: pid files and logs of the colour processes.
+
+    mlpatterns deploy rest_api v2            # builds the target below, runs the gates, switches
+    mlpatterns rollback rest_api             # puts the standby colour back in nginx
+    mlpatterns status rest_api               # colours, versions, gates
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import numpy as np
+import psutil
+
+from patterns.rest_api.nginx import RestFront
+from shared import settings
+from shared.deploy import BakeMetrics, Slot, SlotState, Switch, Target, TargetState, default_gates
+from shared.deploy.gates import Gate
+from shared.example.flights import FLIGHT_FEATURES
+from shared.registry import Registry
+
+__all__ = ["ColourConfig", "RegistryCard", "RestSwitch", "admin_token", "build_target"]
+
+#: Where the admin endpoints read their token from (the app and this switch agree on it).
+TOKEN_ENV = "MLPATTERNS_ADMIN_TOKEN"
+_TOKEN_HEADER = "x-admin-token"
+
+
+def admin_token() -> str:
+    """MLPATTERNS_ADMIN_TOKEN, else a random token kept (mode 600) in ``$MLPATTERNS_HOME/rest_api``."""
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        return token
+    path = settings.home() / "rest_api" / "admin_token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+@dataclass(frozen=True)
+class ColourConfig:
+    """Ports and settings of the two colour processes (env defaults: MLPATTERNS_REST_{BLUE,GREEN}_PORT)."""
+
+    ports: Mapping[Slot, int] = field(
+        default_factory=lambda: {
+            Slot.BLUE: int(os.environ.get("MLPATTERNS_REST_BLUE_PORT", "8101")),
+            Slot.GREEN: int(os.environ.get("MLPATTERNS_REST_GREEN_PORT", "8102")),
+        }
+    )
+    store: str = "redis"
+    args: tuple[str, ...] = ()  # extra ``mlpatterns rest serve`` options, e.g. ("--no-log",)
+    token: str = ""
+    run_dir: Path | None = None  # pid files and logs; default $MLPATTERNS_HOME/rest_api/run
+    start_timeout_s: float = 60.0
+    env: Mapping[str, str] = field(default_factory=dict)  # extra environment for the app processes
+
+
+class RestSwitch(Switch):
+    """nginx upstream switch over two app processes. Hooks are idempotent (the deployer may repeat them)."""
+
+    supports_weights: ClassVar[bool] = True
+    supports_shadow: ClassVar[bool] = False
+
+    def __init__(self, config: ColourConfig | None = None, front: RestFront | None = None) -> None:
+        self.config = config or ColourConfig()
+        self.token = self.config.token or admin_token()
+        self.front = front or RestFront()
+        self.run_dir = self.config.run_dir or settings.home() / "rest_api" / "run"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._http = httpx.Client(timeout=10.0, headers={_TOKEN_HEADER: self.token})
+        self._weights: dict[Slot, float] = {}
+
+    # -- the Switch hooks --------------------------------------------------------------------------
+
+    def stage(self, slot: Slot, version: str) -> None:
+        if self._running_version(slot) == version:
+            return
+        self._stop(slot)
+        port = self.config.ports[slot]
+        if _port_busy(port):
+            raise RuntimeError(f"port {port} for {slot} is taken by another process")
+        cmd = [sys.executable, "-m", "patterns", "rest", "serve", "--version", version,
+               "--port", str(port), "--store", self.config.store, "--slot", slot.value,
+               *self.config.args]  # fmt: skip
+        env = {**os.environ, **self.config.env, TOKEN_ENV: self.token}
+        log = (self.run_dir / f"{slot}.log").open("ab")
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            cwd=settings.project_root(),
+        )  # fmt: skip
+        log.close()
+        (self.run_dir / f"{slot}.pid").write_text(f"{proc.pid} {version} {port}\n")
+
+    def ready(self, slot: Slot) -> bool:
+        if self._pid(slot) is None:
+            raise RuntimeError(f"{slot} process is not running:\n{self.log_tail(slot)}")
+        if self._http.get(self.url(slot) + "/v2/health/ready").status_code != 200:
+            return False
+        info = self._admin("GET", slot, "/admin/info")
+        return bool(info["ready"]) and info["model_version"] == self._expected_version(slot)
+
+    def predict(self, slot: Slot, X: np.ndarray) -> np.ndarray:
+        """The golden set goes through the colour's own HTTP endpoint (``/admin/score``)."""
+        X = np.asarray(X, dtype=np.float32)
+        # Missing features are NaN; strict JSON has no NaN, so they travel as null.
+        rows = np.where(np.isnan(X), None, X.astype(object)).tolist()
+        body = {"features": rows}
+        return np.asarray(self._admin("POST", slot, "/admin/score", body)["probabilities"], dtype=np.float64)
+
+    def route(self, weights: Mapping[Slot, float]) -> None:
+        backends = {self.config.ports[Slot(s)]: float(w) for s, w in weights.items() if w > 0}
+        for slot in (Slot(s) for s, w in weights.items() if w > 0):
+            if self._pid(slot) is None:
+                raise RuntimeError(f"cannot route to {slot}: its process is not running")
+        self.front.apply(backends)
+        self._weights = {Slot(s): float(w) for s, w in weights.items() if w > 0}
+        # The bake window starts now: each running colour forgets what it served before.
+        for slot in Slot:
+            if self._pid(slot) is not None:
+                with contextlib.suppress(httpx.HTTPError, RuntimeError):
+                    self._admin("POST", slot, "/admin/window/reset")
+
+    def observe(self, slot: Slot) -> BakeMetrics:
+        """Requests, 5xx errors, p99 and scores the colour itself recorded since the last ``route``."""
+        if self._pid(slot) is None:
+            return BakeMetrics()
+        try:
+            w = self._admin("GET", slot, "/admin/window")
+        except (httpx.HTTPError, RuntimeError):
+            return BakeMetrics()
+        preds = np.asarray(w["predictions"], dtype=np.float64)
+        return BakeMetrics(int(w["requests"]), int(w["errors"]), float(w["p99_ms"]), preds)
+
+    def retire(self, slot: Slot) -> None:
+        if slot in self._weights:
+            raise RuntimeError(f"refusing to retire {slot}: it still receives traffic")
+        self._stop(slot)
+
+    def attach(self, state: TargetState) -> None:
+        """After a restart of the deploy CLI: make processes and nginx match the durable state."""
+        keep = {SlotState.LIVE, SlotState.STANDBY, SlotState.CANARY}
+        for slot, info in state.slots.items():
+            if info.state in keep and info.version and self._running_version(slot) != info.version:
+                self.stage(slot, info.version)
+        for slot in (s for s, i in state.slots.items() if i.state in keep):
+            _wait(lambda s=slot: self._safe_ready(s), self.config.start_timeout_s)
+        if state.weights:
+            self._weights = dict(state.weights)
+            if not self.front.conf_file.exists():
+                self.front.apply({self.config.ports[s]: w for s, w in state.weights.items()})
+
+    # -- helpers for operators, tests and the demo -------------------------------------------------
+
+    def url(self, slot: Slot) -> str:
+        return f"http://127.0.0.1:{self.config.ports[slot]}"
+
+    def log_tail(self, slot: Slot, lines: int = 30) -> str:
+        path = self.run_dir / f"{slot}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def running(self) -> dict[Slot, str]:
+        """Colour -> version of the app processes alive now."""
+        return {s: v for s in Slot if (v := self._running_version(s)) is not None}
+
+    def stop_all(self) -> None:
+        """Stop both colours and take the pattern out of nginx (demo and test clean-up)."""
+        self.front.remove()
+        for slot in Slot:
+            self._stop(slot)
+        self._weights = {}
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- private -----------------------------------------------------------------------------------
+
+    def _admin(self, method: str, slot: Slot, path: str, body: Any = None) -> Any:
+        resp = self._http.request(method, self.url(slot) + path, json=body)
+        if resp.status_code != 200:
+            raise RuntimeError(f"{slot} {method} {path}: HTTP {resp.status_code} {resp.text[:200]}")
+        return resp.json()
+
+    def _safe_ready(self, slot: Slot) -> bool:
+        try:
+            return self.ready(slot)
+        except (RuntimeError, httpx.HTTPError):
+            return False
+
+    def _record(self, slot: Slot) -> tuple[int, str, int] | None:
+        path = self.run_dir / f"{slot}.pid"
+        if not path.exists():
+            return None
+        pid, version, port = path.read_text().split()
+        return int(pid), version, int(port)
+
+    def _pid(self, slot: Slot) -> int | None:
+        rec = self._record(slot)
+        if rec is None:
+            return None
+        pid, _, port = rec
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            cmd = " ".join(proc.cmdline())
+            if proc.status() != psutil.STATUS_ZOMBIE and f"--slot {slot}" in cmd and f"--port {port}" in cmd:
+                return pid
+        return None
+
+    def _running_version(self, slot: Slot) -> str | None:
+        rec = self._record(slot)
+        return rec[1] if rec is not None and self._pid(slot) is not None else None
+
+    def _expected_version(self, slot: Slot) -> str | None:
+        rec = self._record(slot)
+        return rec[1] if rec else None
+
+    def _stop(self, slot: Slot, timeout: float = 15.0) -> None:
+        pid = self._pid(slot)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)  # the app's own session: uvicorn and its workers
+            if not _wait(lambda: self._pid(slot) is None, timeout):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error, ChildProcessError):
+                psutil.Process(pid).wait(1)
+        (self.run_dir / f"{slot}.pid").unlink(missing_ok=True)
+
+
+def _wait(predicate: Any, timeout: float, poll: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return bool(predicate())
+
+
+def _port_busy(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class RegistryCard:
+    """A registry version seen as the deploy core's ModelCard (golden set loaded on first use)."""
+
+    registry: Registry
+    version: str
+
+    @property
+    def feature_fingerprint(self) -> str:
+        return self.registry.get(self.version).feature_fingerprint
+
+    @property
+    def golden_inputs(self) -> np.ndarray:
+        return self.registry.get(self.version).golden_set()[0]
+
+    @property
+    def golden_outputs(self) -> np.ndarray:
+        return self.registry.get(self.version).golden_set()[1]
+
+
+def build_target(
+    registry: Registry | None = None,
+    config: ColourConfig | None = None,
+    front: RestFront | None = None,
+    gates: list[Gate] | None = None,
+    **_: object,
+) -> Target:
+    """The ``rest_api`` deploy target: this switch, the running feature fingerprint, the registry."""
+    reg = registry or Registry()
+    switch = RestSwitch(config, front)
+    return Target(
+        "rest_api",
+        switch,
+        FLIGHT_FEATURES.fingerprint(),
+        lambda version: RegistryCard(reg, version),
+        default_gates() if gates is None else gates,
+    )
