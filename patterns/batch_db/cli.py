@@ -137,7 +137,12 @@ def score(
     predictor = Predictor.load(version, running_fingerprint=FLIGHT_FEATURES.fingerprint())
     flights = pd.read_csv(input_csv, keep_default_na=False, na_values=["", "NA"]) if input_csv else None
     scorer = BatchScorer(
-        backend, predictor, flights=flights, log=PredictionLog("batch_db"), log_fraction=log_fraction
+        backend,
+        predictor,
+        flights=flights,
+        log=PredictionLog("batch_db"),
+        log_fraction=log_fraction,
+        write_batch=batch_size,
     )
     run = scorer.score(dates, force=force)
     rate = run.rows / max(sum(run.timings.values()), 1e-9)

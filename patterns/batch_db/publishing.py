@@ -46,7 +46,7 @@ def validate_run(
 ) -> tuple[list[Check], np.ndarray]:
     """Every check of the publish gate (all evaluated, for the report) and the run's scores."""
     checks: list[Check] = []
-    if run.status not in ("written", "published") or run.table not in store.tables():
+    if run.status not in ("written", "published", "rejected") or run.table not in store.tables():
         checks.append(Check("complete", False, f"run {run.run_id} is {run.status}, not completely written"))
         return checks, np.empty(0)
     scores = store.scores(run.table)

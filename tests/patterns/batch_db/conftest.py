@@ -1,0 +1,78 @@
+"""Batch pattern fixtures: two small models in a temporary home, and the store under test.
+
+``store`` is parametrized over the real HBase (the session ``hbase_server``) and the embedded
+SQLite file, so every interface test runs on both. Each HBase test gets its own table prefix and
+drops its tables afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from patterns.batch_db.store import PredictionTableStore, open_store
+from shared.example.flights import FLIGHT_FEATURES
+from shared.example.train import TrainingConfig, train
+from shared.predictor import Predictor
+from shared.registry import Registry
+
+#: A March day: the models below are trained on January/February, so these are unseen flights.
+DAY = "2013-03-01"
+
+
+@pytest.fixture(scope="session")
+def batch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MLPATTERNS_HOME with a registry holding v1 (trained on January) and v2 (January again, fewer and larger steps)."""
+    home = tmp_path_factory.mktemp("batch_home")
+    registry = Registry(home / "registry")
+    train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=registry)
+    train(
+        TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=30, learning_rate=0.2),
+        registry=registry,
+    )
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _home(batch_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLPATTERNS_HOME", str(batch_home))
+
+
+@pytest.fixture(scope="session")
+def registry(batch_home: Path) -> Registry:
+    return Registry(batch_home / "registry")
+
+
+@pytest.fixture(scope="session")
+def predictors(registry: Registry) -> dict[str, Predictor]:
+    return {v: Predictor(registry.get(v), FLIGHT_FEATURES.fingerprint()) for v in ("v1", "v2")}
+
+
+@pytest.fixture(params=["hbase", "sqlite"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store_options(store_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
+    """How to open the store under test (also handed to subprocesses as CLI flags)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    if store_kind == "hbase":
+        server = request.getfixturevalue("hbase_server")
+        return {"kind": "hbase", "prefix": prefix, "host": server.host, "port": server.port}
+    return {"kind": "sqlite", "prefix": prefix, "path": tmp_path / "predictions.sqlite"}
+
+
+@pytest.fixture
+def store(store_options: dict[str, object]) -> Iterator[PredictionTableStore]:
+    options = dict(store_options)
+    backend = open_store(str(options.pop("kind")), prefix=str(options.pop("prefix")), **options)
+    yield backend
+    for table in backend.tables():
+        backend.drop_table(table)
+    if store_options["kind"] == "hbase":
+        backend.connection.delete_table(f"{backend.prefix}_batch_meta", disable=True)  # type: ignore[attr-defined]
+    backend.close()

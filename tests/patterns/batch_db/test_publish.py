@@ -1,0 +1,212 @@
+"""Interface tests of the batch pattern, each on the real HBase and on the embedded SQLite store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from patterns.batch_db import (
+    BatchScorer,
+    NotPublished,
+    PredictionReader,
+    PredictionTableStore,
+    publish_run,
+    retain,
+    row_key,
+)
+from patterns.batch_db.store import date_of, salt
+from shared.example.data import departures, load_flights, load_weather
+from shared.example.flights import FLIGHT_FEATURES, REQUEST_FIELDS
+from shared.features import OfflineExecutor
+from shared.predictor import Predictor
+from shared.predlog import iter_records
+
+from .conftest import DAY
+
+
+def _scorer(store: PredictionTableStore, predictor: Predictor, **kwargs: object) -> BatchScorer:
+    return BatchScorer(store, predictor, progress=False, **kwargs)  # type: ignore[arg-type]
+
+
+def _day_flights() -> pd.DataFrame:
+    fl = load_flights((3,))
+    return fl[fl["day"] == 1].reset_index(drop=True)
+
+
+def test_row_key_is_salted_and_recomputable() -> None:
+    fid = "20130301-UA1545-EWR-0515"
+    assert row_key(fid) == f"{salt(fid)}|{fid}"
+    assert date_of(fid) == "2013-03-01"
+    salts = {salt(f) for f in _day_flights()["flight_id"]}
+    assert len(salts) == 16  # a day's keys spread over every bucket
+
+
+def test_publish_then_read_through_pointer(
+    store: PredictionTableStore, predictors: dict[str, Predictor]
+) -> None:
+    flights = _day_flights()
+    reader = PredictionReader(store)
+    with pytest.raises(NotPublished):
+        reader.get(flights["flight_id"][0])
+
+    run = _scorer(store, predictors["v1"]).score([DAY])
+    assert run.status == "written" and run.rows == len(flights) == run.inputs
+    with pytest.raises(NotPublished):  # written but not published: invisible to readers
+        reader.get(flights["flight_id"][0])
+
+    result = publish_run(store, run)
+    assert result.ok, result.reason
+    assert store.pointer(DAY).table == run.table  # type: ignore[union-attr]
+
+    # The stored score is what the model gives on offline features computed independently here.
+    sample = flights.iloc[::97].reset_index(drop=True)
+    sources = {"departures": departures(load_flights()), "weather": load_weather()}
+    X = OfflineExecutor(FLIGHT_FEATURES).compute(sample[list(REQUEST_FIELDS)], sources).to_numpy(np.float32)
+    expected = predictors["v1"].predict_proba(X)
+    for fid, want in zip(sample["flight_id"], expected, strict=True):
+        got = reader.get(fid)
+        assert got is not None
+        assert got.score == pytest.approx(want, abs=1e-7)
+        assert got.model_version == "v1"
+        assert got.feature_fingerprint == FLIGHT_FEATURES.fingerprint()
+        assert got.run_id == run.run_id
+    assert reader.get("20130301-XX1-EWR-0000") is None  # published day, unknown flight
+
+
+def test_switch_version_and_rollback(store: PredictionTableStore, predictors: dict[str, Predictor]) -> None:
+    fid = _day_flights()["flight_id"][10]
+    reader = PredictionReader(store)
+    run1 = _scorer(store, predictors["v1"]).score([DAY])
+    assert publish_run(store, run1).ok
+    v1 = reader.get(fid)
+    run2 = _scorer(store, predictors["v2"]).score([DAY])
+    assert run2.table != run1.table
+    result = publish_run(store, run2)
+    assert result.ok, result.reason
+    psi_check = next(c for c in result.checks if c.name == "psi")
+    assert psi_check.value is not None  # compared with the v1 scores that were live
+    v2 = reader.get(fid)
+    assert v1 is not None and v2 is not None
+    assert (v1.model_version, v2.model_version) == ("v1", "v2")
+    assert v1.score != v2.score
+
+    store.rollback([DAY])
+    back = reader.get(fid)
+    assert back == v1
+    with pytest.raises(LookupError):
+        store.rollback([DAY])  # history is used up
+
+
+def test_gate_rejects_shifted_scores_and_keeps_pointer(
+    store: PredictionTableStore, predictors: dict[str, Predictor]
+) -> None:
+    run1 = _scorer(store, predictors["v1"]).score([DAY])
+    assert publish_run(store, run1).ok
+    run2 = _scorer(store, predictors["v2"]).score([DAY])
+    result = publish_run(store, run2, max_psi=0.0)  # any shift at all fails
+    assert not result.ok
+    assert [c.name for c in result.checks if not c.passed] == ["psi"]
+    assert store.pointer(DAY).table == run1.table  # type: ignore[union-attr]
+    assert store.load_run(run2.run_id).status == "rejected"  # type: ignore[union-attr]
+    forced = publish_run(store, run2, max_psi=0.0, force=True)
+    assert forced.ok and store.pointer(DAY).table == run2.table  # type: ignore[union-attr]
+
+
+def test_gate_rejects_missing_rows(store: PredictionTableStore, predictors: dict[str, Predictor]) -> None:
+    run = _scorer(store, predictors["v1"]).score([DAY])
+    run.rows += 1  # the record claims a row the table does not hold
+    result = publish_run(store, run)
+    assert not result.ok and "row_count" in [c.name for c in result.checks if not c.passed]
+    assert store.pointer(DAY) is None
+
+
+def test_range_publish_is_one_pointer_write(
+    store: PredictionTableStore, predictors: dict[str, Predictor]
+) -> None:
+    dates = ["2013-03-02", "2013-03-03", "2013-03-04"]
+    run = _scorer(store, predictors["v1"]).score(dates)
+    assert publish_run(store, run).ok
+    pointers = store.pointers(dates)
+    assert {p.table for p in pointers.values()} == {run.table}
+    assert len({p.updated for p in pointers.values()}) == 1
+    reader = PredictionReader(store)
+    for date in dates:
+        fid = load_flights((3,)).query(f"day == {int(date[-2:])}")["flight_id"].iloc[0]
+        assert reader.get(fid).table == run.table  # type: ignore[union-attr]
+
+
+def test_rerun_is_idempotent(store: PredictionTableStore, predictors: dict[str, Predictor]) -> None:
+    scorer = _scorer(store, predictors["v1"])
+    first = scorer.score([DAY])
+    flights = _day_flights()["flight_id"]
+    before = [store.get_prediction(first.table, f) for f in flights]
+    reused = scorer.score([DAY])
+    assert reused.run_id == first.run_id and reused.detail.startswith("reused")
+    again = scorer.score([DAY], force=True)  # really rewrite every row
+    assert again.table == first.table and again.detail == ""
+    after = [store.get_prediction(again.table, f) for f in flights]
+    assert after == before
+    assert np.array_equal(np.sort(store.scores(first.table)), np.sort([p.score for p in before]))  # type: ignore[union-attr]
+
+
+def test_quarantine_bad_rows(store: PredictionTableStore, predictors: dict[str, Predictor]) -> None:
+    flights = _day_flights()
+    bad = flights.copy()
+    bad.loc[3, "carrier"] = ""
+    bad.loc[7, "origin"] = "XYZ"
+    bad.loc[11, "distance"] = -120.0
+    bad.loc[12, "distance"] = -1.0
+    run = _scorer(store, predictors["v1"], flights=bad).score([DAY])
+    assert run.inputs == len(flights)
+    assert run.quarantined == 4 and run.rows == len(flights) - 4
+    assert run.reasons == {"missing carrier": 1, "unknown origin": 1, "negative distance": 2}
+    stored = {fid: (reason, req) for fid, reason, req in store.quarantined(run.run_id)}
+    assert stored[flights["flight_id"][7]][0] == "unknown origin"
+    assert stored[flights["flight_id"][7]][1]["origin"] == "XYZ"
+    assert stored[flights["flight_id"][11]][0] == "negative distance"
+    assert len(stored) == 4
+    result = publish_run(store, run)
+    assert result.ok, result.reason  # quarantined rows are accounted for
+    reader = PredictionReader(store)
+    assert reader.get(flights["flight_id"][3]) is None
+    assert reader.get(flights["flight_id"][4]) is not None
+
+
+def test_retention_keeps_newest_and_live(
+    store: PredictionTableStore, predictors: dict[str, Predictor]
+) -> None:
+    tables = []
+    for i, version in enumerate(["v1", "v2", "v1", "v2"]):
+        run = _scorer(store, predictors[version]).score([f"2013-03-0{i + 1}"])
+        assert publish_run(store, run).ok
+        tables.append(run.table)
+    extra = _scorer(store, predictors["v2"]).score(["2013-03-01"])  # newest, not published
+    dropped = retain(store, keep=1)
+    # Newest is kept; the other four are live (each names a date), so none may go.
+    assert dropped == []
+    assert publish_run(store, extra).ok  # 03-01 now points at `extra`; tables[0] is only history
+    dropped = retain(store, keep=1)
+    assert dropped == [tables[0]]
+    assert sorted(store.tables()) == sorted([extra.table, *tables[1:]])
+    assert store.load_run(extra.run_id).status == "published"  # type: ignore[union-attr]
+    with pytest.raises(LookupError):  # the previous table of 03-01 is gone
+        store.rollback(["2013-03-01"])
+
+
+def test_prediction_log_records_what_was_served(
+    store: PredictionTableStore, predictors: dict[str, Predictor], tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    from shared.predlog import PredictionLog
+
+    root = Path(str(tmp_path)) / "logs"
+    run = _scorer(store, predictors["v1"], log=PredictionLog("batch_db", root=root)).score([DAY])
+    records = list(iter_records("batch_db", root=root))
+    assert len(records) == run.rows
+    one = records[5]
+    stored = store.get_prediction(run.table, one["request_id"])
+    assert stored is not None and stored.score == pytest.approx(one["prediction"])
+    assert set(one["request"]) == set(REQUEST_FIELDS)
+    assert set(one["features"]) == set(FLIGHT_FEATURES.names)
