@@ -1,0 +1,34 @@
+"""The manifest switch driven by the shared Deployer: golden-set gate on the uploaded bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from patterns.mobile.manifest import Channel
+from patterns.mobile.model import mobile_registry
+from patterns.mobile.switch import build_target
+from shared.deploy import Deployer, Slot, SQLiteStore
+from shared.registry import ModelVersion
+
+
+def test_deploy_publishes_and_canary_sets_rollout(
+    exported: dict, mobile_home: Path, mobile_version: ModelVersion, tmp_path: Path
+) -> None:
+    reg = mobile_registry(mobile_home / "mobile" / "registry")
+    chan = Channel("deploy", mobile_home)
+    target = build_target(chan, registry=reg)
+    deployer = Deployer.for_target(target, SQLiteStore(tmp_path / "state.db"))
+    result = deployer.deploy(target.models(mobile_version.version))
+    assert result.ok, result.reason
+    assert chan.load()["live"]["version"] == mobile_version.version
+    assert any(g.gate == "golden_set" and g.passed for g in result.gates)
+    # route(weights) = rollout percentage: a 30 % share for the other slot.
+    switch = target.switch
+    switch.slots[Slot.GREEN] = switch.slots[Slot.BLUE]
+    switch.route({Slot.BLUE: 0.7, Slot.GREEN: 0.3})
+    assert chan.load()["rollout_percent"] == 30.0
+    switch.route({Slot.BLUE: 1.0})
+    assert chan.load()["candidate"] is None
+    assert np.isfinite(switch.predict(Slot.BLUE, mobile_version.golden_set()[0])).all()
