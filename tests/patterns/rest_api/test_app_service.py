@@ -1,0 +1,121 @@
+"""The framework-free glue (``FlightDelayService``), the request decoder, the loader and the CLI."""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from patterns.__main__ import main
+from patterns.rest_api.loader import history_events, load_history, parse_until
+from patterns.rest_api.schemas import InputError, decode_flight
+from patterns.rest_api.service import FlightDelayService, build_store
+from shared.example.data import load_flights
+from shared.example.flights import FLIGHT_FEATURES
+from shared.features import EmbeddedStore, OfflineExecutor, OnlineExecutor, StreamingExecutor
+from shared.predictor import Predictor
+from shared.registry import ModelVersion
+
+CUTOFF = "2013-03-10T10:00"  # the morning clocks went forward in New York
+
+
+def _hour_before(until: int) -> Any:
+    flights = load_flights((3,))
+    return flights[(flights["sched_ts"] >= until - 3600) & (flights["sched_ts"] < until)]
+
+
+def test_service_without_a_web_framework_matches_offline(
+    rest_model: ModelVersion, rest_payload: Callable[[Any], dict[str, Any]]
+) -> None:
+    until = parse_until(CUTOFF)
+    store = EmbeddedStore()
+    events = history_events()
+    load_history(StreamingExecutor(FLIGHT_FEATURES, store), until, events=events)
+    service = FlightDelayService(Predictor(rest_model, FLIGHT_FEATURES.fingerprint()), store, slot="blue")
+    flights = _hour_before(until)
+    assert len(flights) > 10
+    offline = OfflineExecutor(FLIGHT_FEATURES).compute(flights, events).to_numpy()
+    expected = service.predictor.predict_proba(offline)
+    for i, (_, row) in enumerate(flights.iterrows()):
+        answer = service.handle(rest_payload(row), explain=True)
+        assert answer["request_id"] == row["flight_id"] and answer["model_version"] == "v1"
+        got = [
+            np.nan if answer["features"][n] is None else answer["features"][n] for n in FLIGHT_FEATURES.names
+        ]
+        np.testing.assert_array_equal(got, offline[i])
+        assert answer["probability"] == expected[i]
+    assert service.ready() and service.info()["slot"] == "blue"
+    service.close()
+
+
+def test_hooks_can_be_overridden(rest_model: ModelVersion, rest_requests: list[dict[str, Any]]) -> None:
+    class Thresholded(FlightDelayService):
+        def encode_response(self, prediction: Any, explain: bool = False) -> dict[str, Any]:
+            return super().encode_response(prediction) | {"delayed": prediction.probability >= 0.5}
+
+    service = Thresholded(Predictor(rest_model), EmbeddedStore())
+    answer = service.handle(rest_requests[0])
+    assert answer["delayed"] == (answer["probability"] >= 0.5)
+
+
+def test_decoder_derives_the_same_times_as_the_dataset() -> None:
+    flights = load_flights().sample(3000, random_state=0)
+    fields = ("year", "month", "day", "hour", "minute")
+    for _, row in flights.iterrows():
+        base = {k: row[k] for k in ("carrier", "origin", "dest")} | {
+            "flight": int(row["flight"]),
+            "distance": float(row["distance"]),
+        }
+        from_local = decode_flight(base | {k: int(row[k]) for k in fields})
+        from_ts = decode_flight(base | {"sched_ts": int(row["sched_ts"])})
+        assert from_local == from_ts
+        assert from_local["sched_ts"] == row["sched_ts"] and from_ts["hour"] == row["hour"]
+        assert set(from_local) == set(FLIGHT_FEATURES.request_fields)
+
+
+def test_decoder_names_the_field_in_a_batch() -> None:
+    with pytest.raises(InputError) as caught:
+        decode_flight({"carrier": "UA"}, "flights[3].")
+    assert caught.value.field == "flights[3].flight"
+
+
+def test_parse_until_reads_dates_as_new_york_time() -> None:
+    assert parse_until("2013-06-01") == calendar.timegm((2013, 6, 1, 4, 0, 0))  # EDT = UTC-4
+    assert parse_until("2013-01-01T08:30") == calendar.timegm((2013, 1, 1, 13, 30, 0))  # EST = UTC-5
+    assert parse_until("2013-01-01T08:30:00+00:00") == calendar.timegm((2013, 1, 1, 8, 30, 0))
+    with pytest.raises(ValueError):
+        parse_until("June 1st")
+
+
+def test_load_features_cli_materialises_exact_features_in_redis(
+    new_rest_store: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = new_rest_store()
+    monkeypatch.setenv("MLPATTERNS_REDIS_URL", info.url)
+    result = CliRunner().invoke(
+        main, ["rest", "load-features", "--until", CUTOFF, "--redis-prefix", info.prefix, "--clear"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "departures" in result.output and "weather" in result.output
+    store = build_store("redis", info.url, info.prefix)
+    flights = _hour_before(parse_until(CUTOFF))
+    requests = flights[list(FLIGHT_FEATURES.request_fields)].to_dict("records")
+    online = OnlineExecutor(FLIGHT_FEATURES, store).matrix(requests)
+    offline = OfflineExecutor(FLIGHT_FEATURES).compute(flights, history_events()).to_numpy()
+    np.testing.assert_array_equal(online, offline)
+
+
+def test_cli_help_explains_the_commands() -> None:
+    runner = CliRunner()
+    for args in (["rest", "--help"], ["rest", "serve", "--help"], ["rest", "load-features", "--help"]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+    serve_help = runner.invoke(main, ["rest", "serve", "--help"]).output
+    for flag in ("--version", "--port", "--store", "--slot", "--admin-token", "MLPATTERNS_MODEL_VERSION"):
+        assert flag in serve_help
+    bad = runner.invoke(main, ["rest", "load-features", "--until", "someday"])
+    assert bad.exit_code != 0 and "until" in bad.output
