@@ -78,7 +78,7 @@ def build_module(params: Params) -> Any:
     """A ``tf.Module`` whose ``predict`` is the whole model; variables are initialised from ``params``."""
     import tensorflow as tf
 
-    class MobileModel(tf.Module):  # type: ignore[misc, name-defined]
+    class MobileModel(tf.Module):
         def __init__(self) -> None:
             super().__init__(name="flight_delay_mobile")
             self.w1_main = tf.Variable(params["w1_main"], name="w1_main")
@@ -233,7 +233,7 @@ def train_mobile(
     progress(f"held-out AUC {metrics['heldout_auc']:.4f}")
     golden = raw_h[np.random.default_rng(config.seed).choice(len(raw_h), GOLDEN_ROWS, replace=False)]
     buf = io.BytesIO()
-    np.savez(buf, **params)
+    np.savez(buf, **params)  # type: ignore[arg-type]
     return registry.register(
         {"weights.npz": buf.getvalue()},
         feature_set=MOBILE_FEATURES.name,

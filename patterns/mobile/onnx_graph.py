@@ -35,7 +35,7 @@ def build_onnx(params: dict[str, np.ndarray], version: str, fingerprint: str) ->
 
     def op(kind: str, inputs: list[str], **attrs: object) -> str:
         out = f"{kind.lower()}_{next(counter)}"
-        nodes.append(helper.make_node(kind, inputs, [out], **attrs))
+        nodes.append(helper.make_node(kind, inputs, [out], **attrs))  # type: ignore[arg-type]
         return out
 
     def column(i: int) -> str:  # raw[:, i:i+1], int32 [N, 1]

@@ -72,8 +72,8 @@ def test_client_downloads_verifies_and_runs(
     assert client.sync() == entry and client.version == mobile_version.version
     raw, _ = heldout(HELDOUT)
     got = client.predict_raw(raw[:500])
-    want = run_artifact("tflite_float32", export_dir(mobile_version.version, mobile_home) / FILES["tflite_float32"],
-                        raw[:500])  # fmt: skip
+    exported_file = export_dir(mobile_version.version, mobile_home) / FILES["tflite_float32"]
+    want = run_artifact("tflite_float32", exported_file, raw[:500])
     np.testing.assert_allclose(got, want, atol=1e-6)
     one = client.predict([dict(year=2013, month=10, day=1, hour=17, minute=30, carrier="B6", origin="JFK",
                                dest="BOS", distance=187)])  # fmt: skip
