@@ -42,15 +42,20 @@ def replay_serving(
         raise ValueError("horizon_seconds above the allowed lateness (1 h) would evict state still needed")
     executor = StreamingExecutor(fs, store)
     lags = dict(lag_seconds or {})
+    t = requests[fs.request_time].to_numpy(np.int64)
+    if t.size == 0:
+        return np.empty((0, len(fs.names)), dtype=np.float64)
     timelines: dict[str, tuple[np.ndarray, list[dict[str, Any]]]] = {}
     for name, events in sources.items():
-        ordered = events.sort_values([fs.source(name).time_column], kind="stable")
-        timelines[name] = (
-            ordered[fs.source(name).time_column].to_numpy(np.int64),
-            ordered.to_dict("records"),
-        )
+        column = fs.source(name).time_column
+        ordered = events.sort_values([column], kind="stable")
+        times = ordered[column].to_numpy(np.int64)
+        # Events older than the retention before the first request would be evicted anyway, and
+        # events after the last request are never read: start and stop the stream there.
+        lo = int(np.searchsorted(times, t.min() - fs.retention_seconds(name), side="left"))
+        hi = int(np.searchsorted(times, t.max(), side="right"))
+        timelines[name] = (times[lo:hi], ordered.iloc[lo:hi].to_dict("records"))
     seen = dict.fromkeys(timelines, 0)
-    t = requests[fs.request_time].to_numpy(np.int64)
     order = np.argsort(t, kind="stable")
     records = requests.to_dict("records")
     out = np.empty((len(requests), len(fs.names)), dtype=np.float64)

@@ -1,6 +1,6 @@
 """A small served world for the consistency tests.
 
-One model trained on January (max_iter 50) in a tmp registry; "serving" of January 29-31 (2,718
+One model trained on January (max_iter 50) in a tmp registry; "serving" of January 25-31 (6,066
 real flights) computed by the real StreamingExecutor (which reads through the OnlineExecutor)
 replaying the real departures and weather in event-time order. Each test writes its own serving
 logs with the real PredictionLog into its own MLPATTERNS_HOME, perturbing what a buggy serving
@@ -27,7 +27,7 @@ from shared.predictor import Predictor
 from shared.predlog import PredictionLog
 from shared.registry import ModelVersion, Registry
 
-SERVED_DAYS = (29, 30, 31)
+SERVED_DAYS = tuple(range(25, 32))
 
 
 @dataclass
@@ -35,12 +35,16 @@ class World:
     registry_root: Path
     model: ModelVersion
     sources: dict[str, pd.DataFrame]
-    requests: pd.DataFrame  # the served flights (January 29-31)
+    requests: pd.DataFrame  # the served flights (January 25-31)
     served: np.ndarray  # what the streaming path computed for them
     training: pd.DataFrame  # offline features of the model's training window
 
-    def replay(self, requests: pd.DataFrame | None = None, **kwargs: object) -> np.ndarray:
-        return replay_serving(self.requests if requests is None else requests, self.sources, **kwargs)  # type: ignore[arg-type]
+    def rows(self, mask: pd.Series) -> np.ndarray:
+        return np.flatnonzero(mask.to_numpy())
+
+    def replay(self, rows: np.ndarray, **kwargs: object) -> np.ndarray:
+        """Serving features of ``rows`` replayed again (with the perturbation in ``kwargs``)."""
+        return replay_serving(self.requests.iloc[rows], self.sources, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
@@ -70,13 +74,15 @@ def serve(home: Path, world: World) -> Serve:
     """Log served examples as a serving path does: features it used, prediction made from them."""
 
     def _serve(
-        features: np.ndarray,
-        rows: np.ndarray | None = None,
+        rows: np.ndarray,
+        features: np.ndarray | None = None,
         pattern: str = "streaming",
         prediction: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        idx = np.arange(len(world.requests)) if rows is None else rows
-        x = features[idx]
+        """Log ``rows`` of the world's requests with ``features`` (default: the clean replay)."""
+        idx = np.asarray(rows)
+        x = world.served[idx] if features is None else features
+        assert x.shape == (len(idx), len(FLIGHT_FEATURES.names))
         p = Predictor(Registry(home / "registry").get(world.model.version)).predict_proba(x)
         if prediction is not None:
             p = prediction(p)
@@ -85,7 +91,12 @@ def serve(home: Path, world: World) -> Serve:
         log = PredictionLog(pattern)
         log.write_many(
             [
-                (r["flight_id"], {k: r[k] for k in fields}, dict(zip(FLIGHT_FEATURES.names, x[i], strict=True)), p[i])
+                (
+                    r["flight_id"],
+                    {k: r[k] for k in fields},
+                    dict(zip(FLIGHT_FEATURES.names, x[i], strict=True)),
+                    p[i],
+                )
                 for i, r in enumerate(records)
             ],
             model_version=world.model.version,

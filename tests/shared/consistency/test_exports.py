@@ -91,7 +91,11 @@ def test_scores_file_flags_only_the_quantized_artifact(world, home, holdout) -> 
     path = write_scores(
         home / "scores.npz",
         y,
-        {"sklearn": reference, "onnx_fp32": reference.astype(np.float32), "onnx_coarse": np.round(reference, 1)},
+        {
+            "sklearn": reference,
+            "onnx_fp32": reference.astype(np.float32),
+            "onnx_coarse": np.round(reference, 1),
+        },
         reference="sklearn",
     )
     result = check_exports(Registry().get(world.model.version), holdout=holdout, scores_files=[path])

@@ -1,8 +1,13 @@
-"""Feature skew per example: each injected serving bug is flagged on exactly the features it touches."""
+"""Feature skew per example: each injected serving bug is flagged on exactly the features it touches.
+
+The perturbed logs come from the real streaming path replayed with the bug (a clock that runs late,
+a lagging stream), or from the clean features transformed the way a buggy path would (a unit change).
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from shared.consistency import check_features, load_records
 from shared.example.flights import FLIGHT_FEATURES
@@ -11,14 +16,20 @@ NAMES = FLIGHT_FEATURES.names
 WINDOW_FEATURES = [n for n in NAMES if "_dep_" in n]
 
 
+@pytest.fixture
+def last_days(world):  # type: ignore[no-untyped-def]
+    """January 30-31: enough examples for the perturbations that need a second replay."""
+    return world.rows(world.requests["day"] >= 30)
+
+
 def _check(world, **kwargs):  # type: ignore[no-untyped-def]
     return check_features(load_records(), sources=world.sources, **kwargs)
 
 
 def test_clean_serving_passes_every_feature_and_the_prediction(world, serve) -> None:  # type: ignore[no-untyped-def]
-    half = len(world.requests) // 2
-    serve(world.served, np.arange(half), pattern="rest_api")
-    serve(world.served, np.arange(half, len(world.requests)), pattern="streaming")
+    everything = np.arange(len(world.requests))
+    serve(everything[::2], pattern="rest_api")
+    serve(everything[1::2], pattern="streaming")
     result = _check(world)
     assert result.passed and result.status == "pass"
     assert result.flagged == []
@@ -27,10 +38,10 @@ def test_clean_serving_passes_every_feature_and_the_prediction(world, serve) -> 
     assert any("rest_api" in n and "streaming" in n for n in result.notes)
 
 
-def test_unit_change_in_one_feature_is_flagged_with_its_ratio(world, serve) -> None:  # type: ignore[no-untyped-def]
-    km = world.served.copy()
+def test_unit_change_in_one_feature_is_flagged_with_its_ratio(world, serve, last_days) -> None:  # type: ignore[no-untyped-def]
+    km = world.served[last_days].copy()
     km[:, NAMES.index("distance")] *= 1.609344  # the serving path converted miles to km
-    serve(km)
+    serve(last_days, km)
     result = _check(world)
     assert not result.passed
     assert result.flagged == ["distance"]
@@ -41,15 +52,17 @@ def test_unit_change_in_one_feature_is_flagged_with_its_ratio(world, serve) -> N
     assert np.isclose(example["served"], example["offline"] * 1.609344)
 
 
-def test_window_that_sees_the_future_is_flagged(world, serve) -> None:  # type: ignore[no-untyped-def]
+def test_window_that_sees_the_future_is_flagged(world, serve, last_days) -> None:  # type: ignore[no-untyped-def]
     # The serving path aggregates the origin's last hour at processing time, 30 min after the
     # scheduled time: it sees departures after t, the flight's own departure included.
-    late = world.requests.copy()
+    late = world.requests.iloc[last_days].copy()
     late["sched_ts"] = late["sched_ts"] + 1800
-    leaked = world.served.copy()
+    from shared.consistency import replay_serving
+
+    leaked = world.served[last_days].copy()
     j = NAMES.index("origin_dep_delay_1h")
-    leaked[:, j] = world.replay(late)[:, j]
-    serve(leaked)
+    leaked[:, j] = replay_serving(late, world.sources)[:, j]
+    serve(last_days, leaked)
     result = _check(world)
     assert result.flagged == ["origin_dep_delay_1h"]
     finding = result.finding("origin_dep_delay_1h")
@@ -57,10 +70,9 @@ def test_window_that_sees_the_future_is_flagged(world, serve) -> None:  # type: 
     assert finding.examples and all(e["served"] != e["offline"] for e in finding.examples)
 
 
-def test_stale_aggregates_flag_exactly_the_window_features(world, serve) -> None:  # type: ignore[no-untyped-def]
+def test_stale_aggregates_flag_exactly_the_window_features(world, serve, last_days) -> None:  # type: ignore[no-untyped-def]
     # The departures stream lags two hours behind; weather is on time.
-    stale = world.replay(lag_seconds={"departures": 2 * 3600})
-    serve(stale)
+    serve(last_days, world.replay(last_days, lag_seconds={"departures": 2 * 3600}))
     result = _check(world)
     assert sorted(result.flagged) == sorted(WINDOW_FEATURES)
     counts = result.finding("carrier_dep_count_1h")
@@ -69,8 +81,8 @@ def test_stale_aggregates_flag_exactly_the_window_features(world, serve) -> None
     assert result.finding("prediction").status == "pass"
 
 
-def test_served_predictions_that_do_not_match_the_model_are_flagged(world, serve) -> None:  # type: ignore[no-untyped-def]
-    serve(world.served, prediction=lambda p: np.round(p, 2))  # a path that rounded its output
+def test_served_predictions_that_do_not_match_the_model_are_flagged(world, serve, last_days) -> None:  # type: ignore[no-untyped-def]
+    serve(last_days, prediction=lambda p: np.round(p, 2))  # a path that rounded its output
     result = _check(world)
     assert result.flagged == ["prediction"]
     assert 0.0 < result.finding("prediction").metrics["max_abs_diff"] <= 0.005

@@ -1,0 +1,61 @@
+"""Distribution skew: a shifted serving population is flagged by the drift check, and only there."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.consistency import check_drift, check_features, load_records
+from shared.example.flights import CARRIERS
+
+POPULATION = {"hour", "carrier", "origin", "dest", "distance"}  # the features gated by default
+
+
+def _drift(world):  # type: ignore[no-untyped-def]
+    return check_drift(load_records(), world.model, training=world.training)
+
+
+def test_a_week_of_normal_traffic_passes(world, serve) -> None:  # type: ignore[no-untyped-def]
+    serve(np.arange(len(world.requests)))
+    result = _drift(world)
+    assert result.passed and result.flagged == []
+    assert result.finding("hour").metrics["test"] == "distance"  # > 1000 rows: PSI / JS / L-inf
+    assert result.finding("month").message.startswith("not measured")
+    # The served week's weather is not January's: shown, but it does not gate.
+    assert result.finding("wx_pressure").status == "warn"
+
+
+def test_evening_only_population_flags_hour_and_nothing_else(world, serve) -> None:  # type: ignore[no-untyped-def]
+    evening = world.rows(world.requests["hour"] >= 17)
+    assert len(evening) > 1000
+    serve(evening)
+    result = _drift(world)
+    assert result.flagged == ["hour"]
+    hour = result.finding("hour")
+    assert hour.metrics["psi"] > 0.25 and hour.metrics["js"] > 0.1
+    # The features themselves are right: the per-example check has nothing to say.
+    assert check_features(load_records(), sources=world.sources).passed
+
+
+def test_small_sample_uses_ks_and_still_finds_the_shift(world, serve) -> None:  # type: ignore[no-untyped-def]
+    one_evening = world.rows((world.requests["day"] == 31) & (world.requests["hour"] >= 17))
+    assert len(one_evening) <= 1000
+    serve(one_evening)
+    result = _drift(world)
+    assert result.flagged == ["hour"]
+    hour = result.finding("hour")
+    assert hour.metrics["test"] == "small-sample" and hour.metrics["ks_p"] < 0.05
+
+
+def test_one_carrier_population_flags_the_carrier(world, serve) -> None:  # type: ignore[no-untyped-def]
+    ua = world.rows(world.requests["carrier"] == "UA")
+    serve(ua)
+    result = _drift(world)
+    carrier = result.finding("carrier")
+    assert carrier.status == "fail"
+    assert carrier.metrics["linf_at"] == CARRIERS.index("UA")
+    assert carrier.metrics["linf"] > 0.5
+    # One airline also flies from its own hubs to its own destinations: those may move, but only
+    # population features gate, and the carrier is the largest categorical shift.
+    assert set(result.flagged) <= POPULATION
+    categorical = [result.finding(n).metrics["linf"] for n in ("carrier", "origin", "dest")]
+    assert max(categorical) == carrier.metrics["linf"]
