@@ -26,11 +26,23 @@ from shared.deploy.gates import (
     default_gates,
 )
 from shared.deploy.metrics import agreement_rate, psi
-from shared.deploy.state import AuditEvent, GateResult, Slot, SlotState, TargetState, TransitionError
+from shared.deploy.state import (
+    IN_FLIGHT,
+    TRANSITIONS,
+    AuditEvent,
+    GateResult,
+    InvariantError,
+    Slot,
+    SlotState,
+    TargetState,
+    TransitionError,
+)
 from shared.deploy.store import ConflictError, RedisStore, SQLiteStore, StateStore, open_store
 from shared.deploy.switch import BakeMetrics, InProcessSwitch, Predictor, Switch
 
 __all__ = [
+    "IN_FLIGHT",
+    "TRANSITIONS",
     "AuditEvent",
     "BakeMetrics",
     "Candidate",
@@ -45,6 +57,7 @@ __all__ = [
     "GoldenSetGate",
     "GuardrailGate",
     "InProcessSwitch",
+    "InvariantError",
     "ModelCard",
     "Predictor",
     "ReadinessGate",

@@ -16,7 +16,7 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from shared.deploy.state import AuditEvent, TargetState
 
@@ -60,14 +60,19 @@ class StateStore(ABC):
 
 
 class SQLiteStore(StateStore):
-    """SQLite file store; WAL mode so ``status`` can read while a deployment writes."""
+    """SQLite file store; WAL mode so ``status`` can read while a deployment writes.
 
-    def __init__(self, path: str | Path) -> None:
+    ``synchronous="FULL"`` (default) fsyncs every commit, so a committed switch survives power loss;
+    ``"NORMAL"`` keeps commits atomic (a crash still leaves the old or the new state) but may lose
+    the last ones on power loss: enough for tests and demos, and much faster on slow disks.
+    """
+
+    def __init__(self, path: str | Path, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(
             """
             CREATE TABLE IF NOT EXISTS deploy_state (

@@ -6,7 +6,8 @@ A plain module rather than conftest.py, imported as ``tests.shared.deploy.deploy
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from shared.deploy import (
     InProcessSwitch,
     ReadinessGate,
     ShadowGate,
+    Slot,
     SQLiteStore,
     StateStore,
     Strategy,
@@ -31,11 +33,13 @@ N_FEATURES = 4
 _BASE = np.array([0.8, -0.5, 0.3, 0.1, -0.2])
 
 
+@cache
+@cache
 def _weights(version: str) -> np.ndarray:
-    if "drift" in version:  # a genuinely different model: decisions and scores move a lot
-        return np.array([-1.5, 1.2, 0.9, -0.4, 1.5])
+    # ``drift`` versions are a genuinely different model family: decisions and scores move a lot.
+    base = np.array([-1.5, 1.2, 0.9, -0.4, 1.5]) if "drift" in version else _BASE
     seed = int.from_bytes(hashlib.sha256(version.encode()).digest()[:4], "little")
-    return _BASE + np.random.default_rng(seed).normal(0.0, 1e-4, N_FEATURES + 1)
+    return base + np.random.default_rng(seed).normal(0.0, 1e-4, N_FEATURES + 1)
 
 
 def _clean(version: str, X: np.ndarray) -> np.ndarray:
@@ -106,7 +110,7 @@ class World:
         self.path = path
         self.gates = make_gates() if gates is None else gates
         self.switch = switch if switch is not None else InProcessSwitch(predictor)
-        self.store: StateStore = SQLiteStore(path)
+        self.store: StateStore = SQLiteStore(path, synchronous="NORMAL")  # atomic, no fsync per commit
         self.clock = FakeClock(self.switch)
         self.deployer = self._deployer(self.switch, self.store)
 
@@ -142,3 +146,63 @@ def _try(predict: Callable[[np.ndarray], np.ndarray], row: np.ndarray) -> float:
         return float(predict(row)[0])
     except RuntimeError:
         return float("nan")
+
+
+class Crash(BaseException):
+    """Stands for kill -9."""
+
+
+class CrashingSwitch(InProcessSwitch):
+    """Raises ``exc`` from the ``crash_at``-th hook call made by the deployer (traffic is not counted)."""
+
+    def __init__(self, crash_at: int | None = None, exc: type[BaseException] = Crash) -> None:
+        super().__init__(predictor)
+        self.crash_at, self.exc = crash_at, exc
+        self.calls: list[str] = []
+        self._serving = False
+
+    def _tick(self, name: str) -> None:
+        if self._serving:
+            return
+        self.calls.append(name)
+        if len(self.calls) == self.crash_at:
+            raise self.exc(f"crash in {name} (call {self.crash_at})")
+
+    def stage(self, slot: Slot, version: str) -> None:
+        self._tick("stage")
+        super().stage(slot, version)
+
+    def ready(self, slot: Slot) -> bool:
+        self._tick("ready")
+        return super().ready(slot)
+
+    def predict(self, slot: Slot, X: np.ndarray) -> np.ndarray:
+        self._tick("predict")
+        return super().predict(slot, X)
+
+    def route(self, weights: Mapping[Slot, float]) -> None:
+        self._tick("route")
+        super().route(weights)
+
+    def observe(self, slot: Slot):  # type: ignore[no-untyped-def]
+        self._tick("observe")
+        return super().observe(slot)
+
+    def shadow(self, slot: Slot | None) -> None:
+        self._tick("shadow")
+        super().shadow(slot)
+
+    def shadow_pairs(self):  # type: ignore[no-untyped-def]
+        self._tick("shadow_pairs")
+        return super().shadow_pairs()
+
+    def retire(self, slot: Slot) -> None:
+        self._tick("retire")
+        super().retire(slot)
+
+    def serve(self, X: np.ndarray) -> np.ndarray:
+        self._serving = True
+        try:
+            return super().serve(X)
+        finally:
+            self._serving = False

@@ -8,82 +8,20 @@ was restarted too) and recover.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from shared.deploy import InProcessSwitch, Slot, SlotState, SQLiteStore, TargetState
 from shared.deploy.state import AuditEvent
-from tests.shared.deploy.deploy_world import CANARY, World, predictor
-
-
-class Crash(BaseException):
-    """Stands for kill -9."""
-
-
-class CrashingSwitch(InProcessSwitch):
-    """Raises ``exc`` from the ``crash_at``-th hook call made by the deployer (traffic is not counted)."""
-
-    def __init__(self, crash_at: int | None = None, exc: type[BaseException] = Crash) -> None:
-        super().__init__(predictor)
-        self.crash_at, self.exc = crash_at, exc
-        self.calls: list[str] = []
-        self._serving = False
-
-    def _tick(self, name: str) -> None:
-        if self._serving:
-            return
-        self.calls.append(name)
-        if len(self.calls) == self.crash_at:
-            raise self.exc(f"crash in {name} (call {self.crash_at})")
-
-    def stage(self, slot: Slot, version: str) -> None:
-        self._tick("stage")
-        super().stage(slot, version)
-
-    def ready(self, slot: Slot) -> bool:
-        self._tick("ready")
-        return super().ready(slot)
-
-    def predict(self, slot: Slot, X: np.ndarray) -> np.ndarray:
-        self._tick("predict")
-        return super().predict(slot, X)
-
-    def route(self, weights: Mapping[Slot, float]) -> None:
-        self._tick("route")
-        super().route(weights)
-
-    def observe(self, slot: Slot):  # type: ignore[no-untyped-def]
-        self._tick("observe")
-        return super().observe(slot)
-
-    def shadow(self, slot: Slot | None) -> None:
-        self._tick("shadow")
-        super().shadow(slot)
-
-    def shadow_pairs(self):  # type: ignore[no-untyped-def]
-        self._tick("shadow_pairs")
-        return super().shadow_pairs()
-
-    def retire(self, slot: Slot) -> None:
-        self._tick("retire")
-        super().retire(slot)
-
-    def serve(self, X: np.ndarray) -> np.ndarray:
-        self._serving = True
-        try:
-            return super().serve(X)
-        finally:
-            self._serving = False
+from tests.shared.deploy.deploy_world import CANARY, Crash, CrashingSwitch, World, predictor
 
 
 class CrashingStore(SQLiteStore):
     """Dies just before (write lost) or just after (write durable) its ``crash_at``-th commit."""
 
     def __init__(self, path: Path, crash_at: int | None = None, after: bool = False) -> None:
-        super().__init__(path)
+        super().__init__(path, synchronous="NORMAL")
         self.crash_at, self.after, self.writes = crash_at, after, 0
 
     def _write(self, state: TargetState, expected: int, events: object) -> None:
