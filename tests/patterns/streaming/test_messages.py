@@ -1,0 +1,59 @@
+"""The wire schema: what decodes, what is refused (and goes to the dead letters), and why."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from patterns.streaming.messages import SchemaError, decode, encode
+from patterns.streaming.replay import events_between
+
+
+def test_every_event_of_an_hour_round_trips() -> None:
+    events = events_between(1360836000, 1360836000 + 3 * 3600)
+    assert set(events["kind"]) == {"scheduled", "departed", "weather"}
+    for kind, ts, ident, record in zip(events["kind"], events["ts"], events["id"], events["record"], strict=True):
+        ev = decode(encode(kind, record))
+        assert (ev.kind, ev.ts, ev.id) == (kind, ts, ident)
+
+
+def test_replay_order_is_event_time_with_weather_first_at_ties() -> None:
+    events = events_between(1360818000, 1360818000 + 6 * 3600)
+    ts = events["ts"].to_numpy()
+    assert (ts[1:] >= ts[:-1]).all()
+    at_hour = events[events["ts"] % 3600 == 0]
+    for _, group in at_hour.groupby("ts"):
+        kinds = list(group["kind"])
+        if "weather" in kinds:
+            assert kinds[: kinds.count("weather")] == ["weather"] * kinds.count("weather")
+
+
+def test_missing_weather_values_travel_as_null_and_come_back_as_nan() -> None:
+    record = {"event_id": "JFK-1", "origin": "JFK", "obs_ts": 1, "temp": math.nan, "humid": 50.0,
+              "wind_speed": 3.0, "precip": 0.0, "pressure": math.nan, "visib": 10.0}  # fmt: skip
+    raw = encode("weather", record)
+    assert json.loads(raw)["temp"] is None
+    ev = decode(raw)
+    assert math.isnan(ev.record["temp"]) and math.isnan(ev.record["pressure"]) and ev.record["humid"] == 50.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"\xff\xfe not utf-8", "not JSON"),
+        (b"{truncated", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"type": "landed"}', "unknown type"),
+        (b'{"type": "departed", "event_id": "x", "dep_ts": 1, "carrier": "UA", "origin": "EWR"}', "dep_delay"),
+        (b'{"type": "departed", "event_id": "x", "dep_ts": "soon", "carrier": "UA", "origin": "EWR",'
+         b' "dep_delay": 1}', "dep_ts"),
+        (b'{"type": "departed", "event_id": "x", "dep_ts": 1, "carrier": "UA", "origin": "EWR",'
+         b' "dep_delay": true}', "dep_delay"),
+        (None, "empty"),
+    ],
+)
+def test_bad_messages_are_refused_with_a_reason(raw: bytes | None, message: str) -> None:
+    with pytest.raises(SchemaError, match=message):
+        decode(raw)
