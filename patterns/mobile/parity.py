@@ -113,7 +113,7 @@ def compare(
 
 def render_table(reports: list[ParityReport]) -> str:
     """A fixed-width table: format, size, max |diff|, agreement, AUC before -> after, verdict."""
-    head = f"{'format':<16} {'size':>9} {'max|diff|':>10} {'agree':>8} {'AUC src':>8} {'AUC exp':>8}  verdict"
+    head = f"{'format':<20} {'size':>9} {'max|diff|':>10} {'agree':>8} {'AUC src':>8} {'AUC exp':>8}  verdict"
     lines = [head, "-" * len(head)]
     for r in reports:
         size = f"{r.bytes / 1024:.1f} KiB"
@@ -124,5 +124,5 @@ def render_table(reports: list[ParityReport]) -> str:
         verdict = "FAIL: " + "; ".join(r.failures) if r.failures else ("ok" if r.ran else "")
         if r.note:
             verdict = (verdict + " " if verdict else "") + f"({r.note})"
-        lines.append(f"{r.format:<16} {size:>9} {nums}  {verdict}")
+        lines.append(f"{r.format:<20} {size:>9} {nums}  {verdict}")
     return "\n".join(lines)
