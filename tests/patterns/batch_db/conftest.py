@@ -25,7 +25,7 @@ DAY = "2013-03-01"
 
 @pytest.fixture(scope="session")
 def batch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MLPATTERNS_HOME with a registry holding v1 (trained on January) and v2 (January again, fewer and larger steps)."""
+    """MLPATTERNS_HOME whose registry holds v1 and v2 (both trained on January, v2 with larger steps)."""
     home = tmp_path_factory.mktemp("batch_home")
     registry = Registry(home / "registry")
     train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=registry)
@@ -63,7 +63,12 @@ def store_options(store_kind: str, request: pytest.FixtureRequest, tmp_path: Pat
     if store_kind == "hbase":
         server = request.getfixturevalue("hbase_server")
         return {"kind": "hbase", "prefix": prefix, "host": server.host, "port": server.port}
-    return {"kind": "sqlite", "prefix": prefix, "path": tmp_path / "predictions.sqlite"}
+    # The default file of MLPATTERNS_HOME, so CLI subprocesses of the test open the same one.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "registry").symlink_to(request.getfixturevalue("batch_home") / "registry")
+    request.getfixturevalue("monkeypatch").setenv("MLPATTERNS_HOME", str(home))
+    return {"kind": "sqlite", "prefix": prefix, "path": home / "batch_db" / "predictions.sqlite"}
 
 
 @pytest.fixture
