@@ -4,7 +4,8 @@ It lets ``mlpatterns deploy/rollback/status inprocess`` run without any server o
 A version name picks a deterministic logistic model; suffixes inject faults to show the gates:
 
 - ``v2-broken``: the served model differs from what was recorded at training (golden set fails)
-- ``v2-errors``: 5 % of requests fail while it takes traffic (error-rate guardrail fails)
+- ``v2-errors``: requests with an extreme first feature fail (about 5 %; none in the golden set),
+  so only real traffic shows it: the error-rate guardrail fails during the bake
 - ``v2-newfeatures``: trained on other feature definitions (refused unless ``--force``)
 """
 
@@ -16,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from shared.deploy.deployer import Target
-from shared.deploy.gates import Candidate, default_gates
+from shared.deploy.gates import Candidate, GuardrailGate, default_gates
 from shared.deploy.state import Slot
 from shared.deploy.switch import BakeMetrics, InProcessSwitch, Predictor
 
@@ -24,6 +25,7 @@ __all__ = ["DEMO_FINGERPRINT", "DemoSwitch", "demo_model", "demo_predictor", "de
 
 DEMO_FINGERPRINT = "demo-features-0001"
 _N_FEATURES = 4
+_ERROR_ABOVE = 1.6  # P(N(0,1) > 1.6) ~ 5 %
 
 
 def _weights(version: str) -> np.ndarray:
@@ -42,7 +44,7 @@ def demo_predictor(version: str) -> Predictor:
 
     def predict(X: np.ndarray) -> np.ndarray:
         z = np.asarray(X, dtype=np.float64) @ w[:-1] + w[-1] + offset
-        if failing and np.random.default_rng().random() < 0.05:
+        if failing and np.any(np.asarray(X)[:, 0] > _ERROR_ABOVE):
             raise RuntimeError("injected failure")
         return 1.0 / (1.0 + np.exp(-z))
 
@@ -51,7 +53,7 @@ def demo_predictor(version: str) -> Predictor:
 
 def demo_model(version: str) -> Candidate:
     """What the registry would hold for ``version``: its fingerprint and golden set."""
-    X = np.random.default_rng(0).normal(size=(64, _N_FEATURES)).astype(np.float32)
+    X = np.clip(np.random.default_rng(0).normal(size=(64, _N_FEATURES)), -1.5, 1.5).astype(np.float32)
     w = _weights(version)
     expected = 1.0 / (1.0 + np.exp(-(X.astype(np.float64) @ w[:-1] + w[-1])))
     fingerprint = "demo-features-0002" if version.endswith("-newfeatures") else DEMO_FINGERPRINT
@@ -81,4 +83,6 @@ class DemoSwitch(InProcessSwitch):
 
 
 def demo_target() -> Target:
-    return Target("inprocess", DemoSwitch(), DEMO_FINGERPRINT, demo_model, default_gates())
+    """Default gates, except PSI is judged from 200 predictions a side (the demo's bursts are small)."""
+    gates = [*(g for g in default_gates() if g.phase != "bake"), GuardrailGate(min_psi_samples=200)]
+    return Target("inprocess", DemoSwitch(), DEMO_FINGERPRINT, demo_model, gates)

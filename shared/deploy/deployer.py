@@ -19,6 +19,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from shared.deploy.gates import Gate, GateContext, ModelCard, check_fingerprint, default_gates
 from shared.deploy.state import AuditEvent, GateResult, Slot, SlotState, TargetState
 from shared.deploy.store import ConflictError, StateStore
@@ -123,6 +125,7 @@ class Deployer:
         gates: Sequence[Gate] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        on_event: Callable[[AuditEvent], None] | None = None,
     ) -> None:
         self.target = target
         self.switch = switch
@@ -131,6 +134,7 @@ class Deployer:
         self.gates = list(default_gates() if gates is None else gates)
         self._clock = clock
         self._sleep = sleep
+        self._on_event = on_event  # called with each audit event once it is durable (CLI progress)
         self._events: list[AuditEvent] = []
 
     @classmethod
@@ -240,13 +244,16 @@ class Deployer:
             self._move(st, cand, _S.VERIFIED, "verification passed")
 
         live = st.live
-        ctx.reference = self.switch.observe(live).predictions if live is not None else None
+        seen: list[np.ndarray] = []  # live predictions served during this deployment: the PSI reference
         steps = strategy.steps if live is not None else (1.0,)  # nothing to split with on a first deploy
         for share in steps:
             weights = {cand: 1.0} if live is None or share >= 1.0 else {cand: share, live: 1.0 - share}
             st.weights = weights
             self._move(st, cand, _S.CANARY, "route " + _fmt(weights))
             st = self._commit(st)
+            if live is not None:  # route() starts new observation windows: keep what live served
+                seen.append(np.asarray(self.switch.observe(live).predictions, dtype=np.float64))
+                ctx.reference = np.concatenate(seen)
             self.switch.route(weights)
             ctx.phase = f"bake {share:.0%}"
             failed = self._bake(st, ctx, strategy)
@@ -355,12 +362,16 @@ class Deployer:
     def _commit(self, st: TargetState) -> TargetState:
         events, self._events = self._events, []
         try:
-            return self.store.commit(st, events)
+            committed = self.store.commit(st, events)
         except ConflictError:
             current = self.store.load(self.target)
             if st.deployment is not None and current.deployment != st.deployment:
                 raise _Aborted from None
             raise
+        if self._on_event is not None:
+            for event in events:
+                self._on_event(event)
+        return committed
 
 
 def _fmt(weights: dict[Slot, float]) -> str:
