@@ -105,12 +105,18 @@ class World:
     """One target ``t`` with its store file, switch, clock and deployer; ``reopen`` simulates a restart."""
 
     def __init__(
-        self, path: Path, switch: InProcessSwitch | None = None, gates: list[Gate] | None = None
+        self,
+        path: Path,
+        switch: InProcessSwitch | None = None,
+        gates: list[Gate] | None = None,
+        store: Callable[[], StateStore] | None = None,
     ) -> None:
         self.path = path
         self.gates = make_gates() if gates is None else gates
         self.switch = switch if switch is not None else InProcessSwitch(predictor)
-        self.store: StateStore = SQLiteStore(path, synchronous="NORMAL")  # atomic, no fsync per commit
+        # SQLite without an fsync per commit (still atomic) unless another store is asked for
+        self._open = store or (lambda: SQLiteStore(path, synchronous="NORMAL"))
+        self.store: StateStore = self._open()
         self.clock = FakeClock(self.switch)
         self.deployer = self._deployer(self.switch, self.store)
 
@@ -120,11 +126,11 @@ class World:
     def reopen(self, switch: InProcessSwitch | None = None) -> World:
         """A restart: fresh store connection, and a fresh switch unless the medium survived."""
         self.store.close()
-        return World(self.path, switch, self.gates)
+        return World(self.path, switch, self.gates, self._open)
 
     def second_process(self) -> World:
         """Another process working on the same store and the same medium."""
-        return World(self.path, self.switch, self.gates)
+        return World(self.path, self.switch, self.gates, self._open)
 
     def deploy(self, version: str, strategy: Strategy = ALL, force: bool = False):  # type: ignore[no-untyped-def]
         return self.deployer.deploy(model(version), strategy, force=force)

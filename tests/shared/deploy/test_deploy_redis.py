@@ -1,0 +1,70 @@
+"""RedisStore against the real Redis started by the project (``redis_server`` fixture)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shared.deploy import ConflictError, RedisStore, Slot, SlotState, TargetState, open_store
+from shared.deploy.state import AuditEvent, InvariantError
+from tests.shared.deploy.deploy_world import CANARY, Crash, CrashingSwitch, World
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:  # type: ignore[no-untyped-def]
+    return str(redis_server.url)
+
+
+def _prefix() -> str:
+    return f"test:deploy:{uuid.uuid4().hex[:8]}"
+
+
+def test_commit_load_audit_and_compare_and_set(redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=_prefix())
+    assert store.load("x") == TargetState("x")
+    st = TargetState("x")
+    st.transition(Slot.BLUE, SlotState.STAGED, version="v1")
+    st.deployment = "d1"
+    saved = store.commit(st, [AuditEvent("x", "staged", "first")])
+    assert saved.revision == 1
+    assert store.load("x") == saved
+    assert [e.reason for e in store.audit("x")] == ["first"]
+    assert store.targets() == ["x"]
+    with pytest.raises(ConflictError):
+        store.commit(st)  # still at revision 0: someone (we) committed since
+    bad = store.load("x")
+    bad.live = Slot.GREEN  # a pointer to a slot that is not live must never be written
+    with pytest.raises(InvariantError):
+        store.commit(bad)
+    assert store.load("x").revision == 1
+    store.close()
+
+
+def test_open_store_picks_redis_for_redis_urls(redis_url: str) -> None:
+    store = open_store(redis_url)
+    assert isinstance(store, RedisStore)
+    store.close()
+
+
+def test_deployments_and_crash_recovery_on_redis(redis_url: str, tmp_path: Path) -> None:
+    prefix = _prefix()
+    sw = CrashingSwitch()
+    w = World(tmp_path / "unused.sqlite", switch=sw, store=lambda: RedisStore(redis_url, prefix=prefix))
+    assert w.deploy("v1").ok
+    assert w.deploy("v2", CANARY).ok
+    assert w.deployer.rollback().live_version == "v1"
+    sw.calls.clear()
+    sw.crash_at = 6  # inside the deployment of v3
+    with pytest.raises(Crash):
+        w.deploy("v3", CANARY)
+    sw.crash_at = None
+    restarted = w.reopen(switch=CrashingSwitch())
+    assert restarted.deployer.state().deployment is not None  # the crash left it in flight
+    st = restarted.deployer.recover()
+    assert (st.live_version, st.deployment) == ("v1", None)
+    assert restarted.served_by() == {"v1"}
+    reasons = [e.reason for e in restarted.store.audit("t", 50)]
+    assert reasons[-1].startswith("recovered: deployment")
+    assert "operator rollback" in reasons
