@@ -35,18 +35,25 @@ _POINTERS = b"pointers"
 
 
 class HBaseStore(PredictionTableStore):
-    """``PredictionTableStore`` on HBase via happybase; ``batch_size`` rows per Thrift ``mutateRows``."""
+    """``PredictionTableStore`` on HBase via happybase; ``batch_size`` rows per Thrift ``mutateRows``.
+
+    Host and port default to ``shared.settings.hbase_thrift()`` (``MLPATTERNS_HBASE_THRIFT_PORT``).
+    """
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 9090,
+        host: str | None = None,
+        port: int | None = None,
         prefix: str = "mlp",
         batch_size: int = 2000,
         timeout_ms: int = 120_000,
     ) -> None:
         import happybase
 
+        from shared import settings
+
+        default_host, default_port = settings.hbase_thrift()
+        host, port = host or default_host, port or default_port
         self.prefix = prefix
         self.batch_size = batch_size
         self._conn = happybase.Connection(host, port, timeout=timeout_ms, autoconnect=True)
