@@ -78,7 +78,8 @@ def check_features(
     if not rows:
         result.not_run_reason = "no record carries the request fields needed to recompute features"
         return result
-    offline = OfflineExecutor(fs).compute(requests, sources or default_sources()).to_numpy(np.float64)
+    events = _around(requests[fs.request_time].to_numpy(np.int64), sources or default_sources(), fs)
+    offline = OfflineExecutor(fs).compute(requests, events).to_numpy(np.float64)
     served = np.array([[_number(r["features"].get(n)) for n in fs.names] for r in rows], dtype=np.float64)
     logged = np.array([[n in r["features"] for n in fs.names] for r in rows], dtype=bool)
     patterns = Counter(str(r.get("pattern", "?")) for r in rows)
@@ -105,6 +106,17 @@ def _request_table(rows: Sequence[Mapping[str, Any]], fs: FeatureSet) -> tuple[p
     )
     table[fs.request_time] = table[fs.request_time].astype(np.int64)
     return table, usable
+
+
+def _around(t: np.ndarray, sources: Mapping[str, pd.DataFrame], fs: FeatureSet) -> dict[str, pd.DataFrame]:
+    # Only events that a window or an as-of lookup of these requests can reach; same answers, and
+    # a few days of logs do not pay for grouping a year of events.
+    out = {}
+    for name, events in sources.items():
+        times = events[fs.source(name).time_column].to_numpy(np.int64)
+        keep = (times >= t.min() - fs.retention_seconds(name)) & (times <= t.max())
+        out[name] = events[keep]
+    return out
 
 
 def _number(value: Any) -> float:

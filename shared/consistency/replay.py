@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from shared.features import FeatureSet, OnlineStore, StreamingExecutor
+from shared.features import FeatureSet, OnlineExecutor, OnlineStore, StreamingExecutor
 
 __all__ = ["replay_serving"]
 
@@ -29,18 +29,24 @@ def replay_serving(
     *,
     feature_set: FeatureSet | None = None,
     store: OnlineStore | None = None,
+    query_store: OnlineStore | None = None,
     lag_seconds: Mapping[str, int] | None = None,
     horizon_seconds: int = 0,
     batch: int = 500,
     progress: bool = False,
 ) -> np.ndarray:
-    """Feature matrix (rows in ``requests`` order) as a streaming executor over ``store`` serves it."""
+    """Feature matrix (rows in ``requests`` order) as a streaming executor over ``store`` serves it.
+
+    With ``query_store`` the requests are answered by a separate ``OnlineExecutor`` reading that store
+    (another connection to what the stream writes, as a REST service reads Redis).
+    """
     from shared.example.flights import FLIGHT_FEATURES
 
     fs = feature_set or FLIGHT_FEATURES
     if horizon_seconds > 3600:
         raise ValueError("horizon_seconds above the allowed lateness (1 h) would evict state still needed")
     executor = StreamingExecutor(fs, store)
+    reader = OnlineExecutor(fs, query_store) if query_store is not None else executor
     lags = dict(lag_seconds or {})
     t = requests[fs.request_time].to_numpy(np.int64)
     if t.size == 0:
@@ -70,7 +76,7 @@ def replay_serving(
                 executor.observe_many(name, rows[seen[name] : upto])
                 seen[name] = upto
         idx = order[start:stop]
-        out[idx] = executor.matrix([records[i] for i in idx])
+        out[idx] = reader.matrix([records[i] for i in idx])
         bar.update(stop - start)
         start = stop
     bar.close()

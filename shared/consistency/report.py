@@ -95,13 +95,15 @@ class ConsistencyReport:
 
     checks: list[CheckResult] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
-    #: when true, a check that could not run fails the gate as well
+    #: when true, a check or a row that could not run fails the gate as well
     strict: bool = False
 
     @property
     def passed(self) -> bool:
-        bad = ("fail", "not_run") if self.strict else ("fail",)
-        return all(c.status not in bad for c in self.checks)
+        if self.strict:
+            skipped = any(f.status == "not_run" for c in self.checks for f in c.findings)
+            return not skipped and all(c.status == "pass" for c in self.checks)
+        return all(c.status != "fail" for c in self.checks)
 
     def check(self, name: str) -> CheckResult:
         for c in self.checks:
