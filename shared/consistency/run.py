@@ -13,7 +13,7 @@ from shared.consistency.config import Thresholds, load_thresholds
 from shared.consistency.drift import check_drift
 from shared.consistency.export import check_exports, mobile_reports
 from shared.consistency.features import check_features, load_records
-from shared.consistency.report import ConsistencyReport, Finding
+from shared.consistency.report import CheckResult, ConsistencyReport, Finding
 from shared.registry import ModelVersion, Registry
 
 __all__ = ["CHECKS", "run_checks"]
@@ -73,6 +73,15 @@ def run_checks(
         result = check_exports(
             model, registry=registry, reports=reports, scores_files=scores_files, thresholds=limits
         )
+        if model is not None:
+            _suffix(result, "sklearn vs onnx", model.version)
+        # Every other version that served logged traffic gets its own sklearn-vs-ONNX row.
+        for other in _served_versions(registry, records, exclude=model):
+            extra = check_exports(other, registry=registry, thresholds=limits)
+            _suffix(extra, "sklearn vs onnx", other.version)
+            result.findings += extra.findings
+            result.plot_data |= extra.plot_data
+            result.notes += extra.notes
         if not reports and not scores_files:
             where = settings.home() / "mobile" / "exports" / "<version>" / "export.json"
             reason = f"no mobile export parity report at {where} (`mlpatterns mobile export` writes it)"
@@ -82,6 +91,27 @@ def run_checks(
         progress("drift: training window vs serving logs")
         report.checks.append(check_drift(records, model, registry=registry, thresholds=limits))
     return report
+
+
+def _suffix(result: CheckResult, name: str, version: str) -> None:
+    for finding in result.findings:
+        if finding.name == name:
+            finding.name = f"{name} ({version})"
+    if name in result.plot_data:
+        result.plot_data[f"{name} ({version})"] = result.plot_data.pop(name)
+
+
+def _served_versions(
+    registry: Registry, records: Sequence[dict[str, object]], exclude: ModelVersion | None
+) -> list[ModelVersion]:
+    names = sorted({str(r.get("model_version")) for r in records} - {exclude.version if exclude else ""})
+    found = []
+    for name in names:
+        try:
+            found.append(registry.get(name))
+        except KeyError:
+            continue
+    return found
 
 
 def _model(

@@ -120,7 +120,8 @@ def test_mobile_export_report_is_rejudged_and_coreml_off_macos_is_not_run(world,
                                     "agreement": metrics["label_agreement"],
                                     "auc_source": metrics["auc_reference"],
                                     "auc_export": metrics["auc_candidate"], "failures": []},
-            "coreml": {"ran": False, "failures": [], "note": "numeric parity NOT run: Core ML predicts only on macOS"},
+            "coreml": {"ran": False, "failures": [],
+                       "note": "numeric parity NOT run: Core ML predicts only on macOS"},
         },
     }  # fmt: skip
     path = home / "mobile" / "exports" / "v1" / "export.json"

@@ -1,0 +1,54 @@
+"""``mlpatterns check``: exit status, terminal table, JSON and HTML reports, config overrides."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from patterns.__main__ import main
+from shared.example.flights import FLIGHT_FEATURES
+
+
+def test_clean_traffic_passes_all_checks_and_writes_both_reports(world, serve, home) -> None:  # type: ignore[no-untyped-def]
+    serve(np.arange(len(world.requests)), pattern="rest_api")
+    result = CliRunner().invoke(main, ["check", "all"])
+    assert result.exit_code == 0, result.output
+    assert "consistency gate: PASSED" in result.output
+    assert f"HTML report: {home / 'reports' / 'consistency.html'}" in result.output
+    doc = json.loads((home / "reports" / "consistency.json").read_text())
+    assert doc["passed"] is True
+    assert [c["check"] for c in doc["checks"]] == ["features", "exports", "drift"]
+    assert doc["context"]["model_version"] == world.model.version
+    page = (home / "reports" / "consistency.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2  # drift histograms and export scatter
+    # No mobile export report here: said plainly, and --strict refuses to call that a pass.
+    exports = doc["checks"][1]
+    assert any(f["status"] == "not_run" and "mobile" in f["name"] for f in exports["findings"])
+    strict = CliRunner().invoke(main, ["check", "exports", "--strict", "--no-html"])
+    assert strict.exit_code == 1
+    assert "consistency gate: FAILED" in strict.output
+
+
+def test_skewed_feature_fails_the_gate_unless_the_config_allows_it(world, serve, home) -> None:  # type: ignore[no-untyped-def]
+    rows = world.rows(world.requests["day"] == 31)
+    km = world.served[rows].copy()
+    km[:, FLIGHT_FEATURES.names.index("distance")] *= 1.609344
+    serve(rows, km, pattern="batch_db")
+    report_dir = home / "ci"
+    failed = CliRunner().invoke(
+        main, ["check", "features", "--pattern", "batch_db", "--report-dir", str(report_dir), "--no-html"]
+    )
+    assert failed.exit_code == 1
+    assert "distance" in failed.output and "FAILED" in failed.output
+    doc = json.loads((report_dir / "consistency.json").read_text())
+    assert doc["checks"][0]["flagged"] == ["distance"]
+    assert not (report_dir / "consistency.html").exists()
+
+    config = home / "thresholds.toml"
+    config.write_text("[features.per_feature.distance]\nmax_mismatch_rate = 1.0\n")
+    allowed = CliRunner().invoke(main, ["check", "features", "--config", str(config), "--no-html"])
+    assert allowed.exit_code == 0, allowed.output
+    doc = json.loads((home / "reports" / "consistency.json").read_text())
+    assert doc["context"]["thresholds"] == str(config)
