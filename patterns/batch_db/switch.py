@@ -176,7 +176,8 @@ def build_target(
         first, _sep, last = spec.partition(":")
         dates = date_range(first, last or None)
     registry = registry or Registry()
-    backend = store if isinstance(store, PredictionTableStore) else open_store(store)
+    prefix = os.environ.get("MLPATTERNS_BATCH_PREFIX", "mlp")
+    backend = store if isinstance(store, PredictionTableStore) else open_store(store, prefix=prefix)
     switch = BatchSwitch(backend, dates, registry)
     limit = float(os.environ.get("MLPATTERNS_BATCH_MAX_PSI", DEFAULT_MAX_PSI)) if max_psi is None else max_psi
     gates: list[Gate] = [
