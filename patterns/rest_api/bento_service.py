@@ -13,7 +13,8 @@ probability; only the HTTP layer differs. BentoML validates the body with the py
 
 Settings come from the environment (BentoML owns the command line): MLPATTERNS_MODEL_VERSION
 (default: latest), MLPATTERNS_STORE (``redis`` or ``embedded``), MLPATTERNS_REDIS_URL,
-MLPATTERNS_HOME (registry, prediction logs), MLPATTERNS_BENTO_WORKERS (default 1).
+MLPATTERNS_REDIS_PREFIX, MLPATTERNS_HOME (registry, prediction logs), MLPATTERNS_BENTO_WORKERS
+(default 1) and MLPATTERNS_PREDICTION_LOG=0 to switch the prediction log off.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class FlightDelay:
             os.environ.get("MLPATTERNS_MODEL_VERSION") or None,
             store=os.environ.get("MLPATTERNS_STORE", "redis"),
             redis_url=os.environ.get("MLPATTERNS_REDIS_URL") or None,
+            redis_prefix=os.environ.get("MLPATTERNS_REDIS_PREFIX", "mlp"),
             slot="bento",
             log=os.environ.get("MLPATTERNS_PREDICTION_LOG", "1") != "0",
         )
