@@ -131,8 +131,11 @@ class HBase(Service):
             return False
         try:
             conn.tables()
-            return True
-        except Exception:
+            # Thrift lists tables before the master has finished initializing; until the
+            # namespace table is online, creating a table waits and stopping the master hangs.
+            regions = conn.client.getTableRegions(b"hbase:namespace")
+            return bool(regions) and all(r.serverName for r in regions)
+        except Exception:  # any Thrift/IO error means "not ready yet"
             return False
         finally:
             conn.close()

@@ -119,17 +119,30 @@ class Nginx(Service):
         """``nginx -t`` on the generated config and everything in ``conf.d``; ServiceError if invalid."""
         self._run(self._cmd("-t", "-q"), "config test")
 
+    @staticmethod
+    def _accepting(pid: int) -> bool:
+        try:
+            title = " ".join(psutil.Process(pid).cmdline())
+        except psutil.Error:
+            return False
+        return "worker process" in title and "shutting down" not in title
+
     def workers(self) -> list[int]:
         pid = _process.live_pid(self.pid_files()["nginx"], str(self.dir))
         if pid is None:
             return []
         try:
-            return [c.pid for c in psutil.Process(pid).children() if "worker" in " ".join(c.cmdline())]
+            children = psutil.Process(pid).children()
+            return [c.pid for c in children if "worker process" in " ".join(c.cmdline())]
         except psutil.Error:
             return []
 
     def reload(self, timeout: float = 10.0) -> None:
-        """Validate, then gracefully reload; returns once a worker with the new config is serving."""
+        """Validate, then gracefully reload; returns once only workers with the new config accept.
+
+        Raises ServiceError with nginx's own message if the new config is invalid (the running
+        config keeps serving), or if nginx is not running.
+        """
         if not self.running():
             raise ServiceError("nginx is not running: start it with `mlpatterns services up nginx`")
         self.test_config()
@@ -137,7 +150,9 @@ class Nginx(Service):
         self._run(self._cmd("-s", "reload"), "reload")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if set(self.workers()) - before:
+            # Done when a new worker serves and every old one has stopped accepting: it is gone or
+            # titled "worker process is shutting down" (it may still finish keep-alive requests).
+            if set(self.workers()) - before and not any(self._accepting(pid) for pid in before):
                 return
             time.sleep(0.05)
         raise ServiceError(f"nginx reload sent but no new worker after {timeout:.0f}s:\n{self.log_tail()}")
