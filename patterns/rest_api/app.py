@@ -33,10 +33,12 @@ from patterns.rest_api.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from patterns.rest_api.schemas import BatchResponse, FlightRequest, InputError, PredictResponse
 from patterns.rest_api.service import FlightDelayService, Prediction, StoreUnavailable
 
-__all__ = ["MAX_BATCH", "create_app"]
+__all__ = ["MAX_BATCH", "MAX_BODY_BYTES", "create_app"]
 
 #: Most flights one ``/predict`` call may carry.
 MAX_BATCH = 1000
+#: Largest request body accepted (a full batch of flights is far below it).
+MAX_BODY_BYTES = 4 << 20
 _JSON = "application/json"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
@@ -50,6 +52,16 @@ def _package_version() -> str:
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body, separators=(",", ":")).encode(), status, media_type=_JSON)
+
+
+def _parse(body: bytes) -> Any:
+    """JSON of a request body; ``ValueError`` for anything that is not (too big, too deep, bad bytes)."""
+    if len(body) > MAX_BODY_BYTES:
+        raise ValueError(f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _error(message: str, status: int, field: str | None = None) -> Response:
@@ -267,9 +279,8 @@ def create_app(
         Add `?explain=true` (or `"explain": true`) to get the feature values used.
         """
         start = time.perf_counter()
-        body = await request.body()
         try:
-            payload = json.loads(body)
+            payload = _parse(await request.body())
         except ValueError as exc:
             metrics.observe("predict", time.perf_counter() - start, 400)
             return _error(f"body is not valid JSON: {exc}", 400, "body")
@@ -352,7 +363,7 @@ def create_app(
             metrics.observe("v2_infer", time.perf_counter() - start, 404)
             return wrong
         try:
-            body = json.loads(await request.body())
+            body = _parse(await request.body())
         except ValueError as exc:
             metrics.observe("v2_infer", time.perf_counter() - start, 400)
             return _error(f"body is not valid JSON: {exc}", 400)
@@ -398,7 +409,7 @@ def create_app(
         if denied is not None:
             return denied
         try:
-            matrix = np.asarray(json.loads(await request.body())["features"], dtype=np.float32)
+            matrix = np.asarray(_parse(await request.body())["features"], dtype=np.float32)
         except (ValueError, KeyError, TypeError) as exc:
             return _error(f'expected {{"features": [[number, ...], ...]}}: {exc}', 400, "features")
         n = len(service.feature_names)

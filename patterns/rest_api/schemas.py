@@ -81,7 +81,7 @@ FIELDS: tuple[FlightField, ...] = (
         "Scheduled departure, ISO-8601 with offset (or New York local without one).",
         example="2013-06-01T08:30:00-04:00",
     ),
-    FlightField("sched_ts", "int", "INT64", "Scheduled departure, UTC epoch seconds.", 0),
+    FlightField("sched_ts", "int", "INT64", "Scheduled departure, UTC epoch seconds.", 0, 4_102_444_800),
     FlightField("year", "int", "INT64", "Scheduled local year.", 1900, 2200),
     FlightField("month", "int", "INT64", "Scheduled local month.", 1, 12),
     FlightField("day", "int", "INT64", "Scheduled local day of month.", 1, 31),
@@ -145,6 +145,17 @@ def parse_time(text: Any, where: str = "scheduled_departure") -> dt.datetime:
     return when.replace(tzinfo=LOCAL_ZONE) if when.tzinfo is None else when
 
 
+def _epoch(when: dt.datetime, where: str) -> int:
+    spec = _BY_NAME["sched_ts"]
+    try:
+        sched_ts = int(when.timestamp())
+    except (OverflowError, ValueError, OSError):
+        sched_ts = -1
+    if not spec.minimum <= sched_ts <= spec.maximum:  # type: ignore[operator]
+        raise InputError(where, "must be between 1970 and 2100")
+    return sched_ts
+
+
 def local_fields(sched_ts: int) -> dict[str, int]:
     """year, month, day, hour, minute in New York for a UTC epoch second."""
     when = dt.datetime.fromtimestamp(sched_ts, LOCAL_ZONE)
@@ -175,7 +186,7 @@ def decode_flight(obj: Any, where: str = "") -> dict[str, Any]:
     iso = obj.get("scheduled_departure")
     if iso is not None:
         when = parse_time(iso, where + "scheduled_departure")
-        sched_ts = int(when.timestamp())
+        sched_ts = _epoch(when, where + "scheduled_departure")
         derived = local_fields(sched_ts) | {"sched_ts": sched_ts}
     elif "sched_ts" in given:
         sched_ts = int(given["sched_ts"])
@@ -189,7 +200,7 @@ def decode_flight(obj: Any, where: str = "") -> dict[str, Any]:
             local = dt.datetime(y, mo, d, h, mi, tzinfo=LOCAL_ZONE)
         except ValueError as exc:
             raise InputError(where + "day", str(exc)) from None
-        derived = {n: int(given[n]) for n in _TIME_FIELDS} | {"sched_ts": int(local.timestamp())}
+        derived = {n: int(given[n]) for n in _TIME_FIELDS} | {"sched_ts": _epoch(local, where + "year")}
     for name, value in given.items():
         if derived[name] != value:
             raise InputError(

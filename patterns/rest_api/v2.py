@@ -83,7 +83,10 @@ def _tensor(spec: Any, index: int) -> tuple[str, list[Any]]:
     if not isinstance(data, list):
         raise V2Error(f"input '{name}': 'data' must be an array")
     flat: list[Any] = []
-    _flatten(data, flat)
+    try:
+        _flatten(data, flat)
+    except RecursionError:
+        raise V2Error(f"input '{name}': 'data' nested too deeply") from None
     if len(flat) != shape[0]:
         raise V2Error(f"input '{name}': shape {shape} needs {shape[0]} elements, data has {len(flat)}")
     return name, flat

@@ -144,6 +144,14 @@ BAD_FLIGHTS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
         lambda f: f | {"scheduled_departure": "2013-02-30T08:00:00-05:00"},
         "scheduled_departure",
     ),
+    ("ISO year 1", lambda f: f | {"scheduled_departure": "0001-01-01T00:00:00+14:00"}, "scheduled_departure"),
+    (
+        "ISO year 9999",
+        lambda f: f | {"scheduled_departure": "9999-12-31T23:59:59-14:00"},
+        "scheduled_departure",
+    ),
+    ("ISO before 1970", lambda f: f | {"scheduled_departure": "1960-01-01T00:00:00"}, "scheduled_departure"),
+    ("sched_ts after 2100", lambda f: f | {"sched_ts": 10**12}, "sched_ts"),
     ("ISO not a string", lambda f: f | {"scheduled_departure": 1360000000}, "scheduled_departure"),
     (
         "February 30",

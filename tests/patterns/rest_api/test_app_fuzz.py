@@ -1,0 +1,93 @@
+"""No input makes the app answer 5xx: property tests over the in-process ASGI app (any store)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from patterns.rest_api.app import create_app
+from patterns.rest_api.service import FlightDelayService
+from shared.features import EmbeddedStore
+from shared.predictor import Predictor
+from shared.registry import ModelVersion
+
+VALID = {
+    "carrier": "UA",
+    "flight": 1545,
+    "origin": "EWR",
+    "dest": "IAH",
+    "distance": 1400.0,
+    "scheduled_departure": "2013-02-14T11:30:00-05:00",
+}
+FIELDS = [*VALID, "sched_ts", "year", "month", "day", "hour", "minute", "explain", "request_id", "flights"]
+ISO = st.tuples(st.datetimes(), st.sampled_from(["", "Z", "+14:00", "-12:00", "-05:00"])).map(
+    lambda t: t[0].isoformat() + t[1]
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30) | ISO,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@pytest.fixture(scope="module")
+def client(rest_model: ModelVersion) -> Iterator[TestClient]:
+    service = FlightDelayService(Predictor(rest_model), EmbeddedStore())
+    with TestClient(create_app(service), raise_server_exceptions=False) as c:
+        yield c
+    service.close()
+
+
+def _check(response: Any) -> dict[str, Any]:
+    assert response.status_code < 500, response.text
+    body = response.json()
+    if response.status_code >= 400:
+        assert isinstance(body["error"], str) and body["error"]
+    return body
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    changes=st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=4),
+    drop=st.sets(st.sampled_from(list(VALID)), max_size=2),
+)
+def test_predict_never_fails_with_5xx(client: TestClient, changes: dict[str, Any], drop: set[str]) -> None:
+    flight = {k: v for k, v in VALID.items() if k not in drop} | changes
+    response = client.post("/predict", content=json.dumps(flight))
+    body = _check(response)
+    if response.status_code >= 400:
+        assert response.status_code in (400, 422) and isinstance(body["field"], str)
+    else:
+        assert 0.0 <= body["probability"] <= 1.0
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=st.sampled_from([*VALID, "sched_ts", "x"]),
+    datatype=st.sampled_from(["BYTES", "INT64", "FP64", "FP32", "BOOL", 5]),
+    shape=JSON,
+    data=JSON,
+    extra=st.dictionaries(st.sampled_from(["id", "outputs", "parameters", "inputs"]), JSON, max_size=2),
+)
+def test_v2_infer_never_fails_with_5xx(
+    client: TestClient, name: str, datatype: Any, shape: Any, data: Any, extra: dict[str, Any]
+) -> None:
+    inputs = [
+        {"name": k, "datatype": "BYTES" if isinstance(v, str) else "FP64", "shape": [1], "data": [v]}
+        for k, v in VALID.items()
+        if k != name
+    ]
+    inputs.append({"name": name, "datatype": datatype, "shape": shape, "data": data})
+    _check(client.post("/v2/models/flight_delay/infer", content=json.dumps({"inputs": inputs} | extra)))
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"flights": ' + b"[" * 50_000, b"{" * 100_000])
+def test_deeply_nested_bodies_are_4xx(client: TestClient, body: bytes) -> None:
+    for path in ("/predict", "/v2/models/flight_delay/infer"):
+        assert 400 <= client.post(path, content=body).status_code < 500
