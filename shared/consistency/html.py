@@ -88,7 +88,9 @@ def _grid(check: CheckResult, plots: dict[str, dict[str, Any]]) -> str:
             else:
                 ref, cand = name.split(" vs ", 1)
                 _scatter(ax, np.asarray(data["reference"]), np.asarray(data["candidate"]), (ref, cand))
-            ax.set_title(name, fontsize=9)
+            status = next((f.status for f in check.findings if f.name == name), "pass")
+            colour = {"fail": "red", "warn": "darkorange"}.get(status, "black")
+            ax.set_title(f"{name} ({status})", fontsize=9, color=colour)
             ax.tick_params(labelsize=7)
         for ax in list(axes.flat)[len(plots) :]:
             ax.set_visible(False)
