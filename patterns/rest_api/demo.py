@@ -8,8 +8,10 @@ rolls back, asks again, and stops every process it started. It expects Redis and
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +22,7 @@ import httpx
 from patterns.rest_api.loader import load_history
 from patterns.rest_api.service import build_store
 from shared import settings
-from shared.deploy import Deployer, SQLiteStore, Strategy
+from shared.deploy import Deployer, GoldenSetGate, GuardrailGate, ReadinessGate, SQLiteStore, Strategy
 from shared.example.data import load_flights
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import StreamingExecutor
@@ -69,16 +71,28 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None
     out(f"materialised {written:,} departure/weather events into Redis up to {DEMO_CUTOFF:%Y-%m-%d %H:%M}")
     body = sample_requests(n=1)[0]
     run_dir = Path(tempfile.mkdtemp(prefix="mlp-rest-demo-"))
-    target = build_target()
+    # The demo's traffic is one client: judge guardrails from 50 requests instead of 100.
+    target = build_target(gates=[ReadinessGate(), GoldenSetGate(), GuardrailGate(min_requests=50)])
     switch = target.switch
     deployer = Deployer.for_target(target, SQLiteStore(run_dir / "deploy.sqlite"))
-    strategy = Strategy.all_at_once(bake_s=2.0, poll_s=0.5)
+    strategy = Strategy.all_at_once(bake_s=3.0, poll_s=0.5)
     client = httpx.Client(timeout=10.0)
     url = f"{switch.front.url}/predict"  # type: ignore[attr-defined]
 
+    bodies = sample_requests()
+    stop = threading.Event()
+
+    def traffic() -> None:  # live traffic, so the bake guardrails have something to judge
+        with httpx.Client(timeout=10.0) as c:
+            i = 0
+            while not stop.is_set():
+                with contextlib.suppress(httpx.HTTPError):
+                    c.post(url, json=bodies[i % len(bodies)])
+                i += 1
+                if i % 50 == 0:
+                    time.sleep(0.01)
+
     def ask(label: str) -> None:
-        for _ in range(120):  # a little live traffic so the bake guardrails have something to judge
-            client.post(url, json=body)
         answer = client.post(url, json=body).json()
         out(f"  {label}: {body['carrier']}{body['flight']} {body['origin']}->{body['dest']} "
             f"p(delay)={answer['probability']:.4f} from {answer['model_version']}")  # fmt: skip
@@ -89,11 +103,13 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None
         slots = result.state.slots
         out("    " + "  ".join(f"{s}={slots[s].version or '-'}({slots[s].state})" for s in slots))
 
+    background = threading.Thread(target=traffic, daemon=True)
     try:
         started = time.monotonic()
         out(f"deploy {old} to blue (first deployment: nothing to compare with)")
         show(deployer.deploy(target.models(old), strategy))
         ask("through nginx")
+        background.start()
         out(f"deploy {new} to green: readiness, golden set over HTTP, bake guardrails, then switch")
         show(deployer.deploy(target.models(new), strategy))
         ask("through nginx")
@@ -103,6 +119,9 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None
         ask("through nginx")
         out(f"done in {time.monotonic() - started:.1f}s")
     finally:
+        stop.set()
+        if background.is_alive():
+            background.join(10)
         client.close()
         switch.stop_all()  # type: ignore[attr-defined]
         out("stopped blue and green, removed the pattern's nginx file")

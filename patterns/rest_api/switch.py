@@ -127,7 +127,7 @@ class RestSwitch(Switch):
         """The golden set goes through the colour's own HTTP endpoint (``/admin/score``)."""
         X = np.asarray(X, dtype=np.float32)
         # Missing features are NaN; strict JSON has no NaN, so they travel as null.
-        rows = np.where(np.isnan(X), None, X.astype(object)).tolist()
+        rows = [[None if v != v else v for v in row] for row in X.tolist()]  # v != v: NaN
         body = {"features": rows}
         return np.asarray(self._admin("POST", slot, "/admin/score", body)["probabilities"], dtype=np.float64)
 

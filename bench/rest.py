@@ -1,0 +1,281 @@
+"""REST benchmark: same model, same machine, same run, five ways of answering POST /predict.
+
+* ``rest app (nginx)``: the pattern as deployed, FastAPI app behind the blue-green nginx front;
+* ``rest app (direct)``: the same process without nginx;
+* ``bentoml``: the BentoML variant (same service class, BentoML's HTTP layer);
+* ``bare fastapi+sklearn``: what one writes first: pydantic body, the same online features from
+  the same Redis, ``model.pkl`` (loaded through the registry's verified ``artifact()``);
+* ``no-op (same stack)``: the app's ``/noop`` (reads the body, answers a constant): the HTTP limit.
+
+For each: p50/p99 of sequential requests (one keep-alive client) and throughput with 16 concurrent
+connections measured by ``wrk`` (Debian package; installed with apt-get if missing) cycling through
+real request bodies with a Lua script. Prediction logging is off everywhere (the bare endpoint has
+none). Ratios are to BentoML and to the no-op of the same run.
+
+    python bench/rest.py [--version v1] [--duration 10] [--sequential 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from pydantic import BaseModel
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CUTOFF = "2013-02-14T12:00"
+PREFIX = "mlp-bench"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    print("wrk not found: installing the Debian package with apt-get (needs root)", flush=True)
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "-q", "wrk"]
+    if subprocess.run(cmd, env=env, capture_output=True, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
+        subprocess.run(cmd, env=env, capture_output=True, check=True)
+    return shutil.which("wrk") or "wrk"
+
+
+class Flight(BaseModel):
+    """The bare baseline's request body (module level: FastAPI resolves annotations by name)."""
+
+    carrier: str
+    flight: int
+    origin: str
+    dest: str
+    distance: float
+    sched_ts: int
+
+
+# --- the bare baseline (run in a child process: `python bench/rest.py --serve-bare PORT VERSION`) ---
+
+
+def _serve_bare(port: int, version: str, redis_url: str) -> None:
+    import pickle
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from patterns.rest_api.schemas import local_fields
+    from shared.example.flights import FLIGHT_FEATURES
+    from shared.features import OnlineExecutor, RedisStore
+    from shared.registry import Registry
+
+    with open(Registry().get(version).artifact("model.pkl"), "rb") as fh:
+        model = pickle.load(fh)
+    executor = OnlineExecutor(FLIGHT_FEATURES, RedisStore(redis_url, prefix=PREFIX))
+    app = FastAPI()
+
+    @app.post("/predict")
+    def predict(flight: Flight) -> dict[str, Any]:
+        request = flight.model_dump() | local_fields(flight.sched_ts)
+        x = executor.matrix([request]).astype(np.float32)
+        return {"model_version": version, "probability": float(model.predict_proba(x)[0, 1])}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# --- processes ---------------------------------------------------------------------------------------
+
+
+class _Proc:
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], ready_url: str, log_dir: Path) -> None:
+        self.name = name
+        self.log = log_dir / f"{name.replace(' ', '_')}.log"
+        with open(self.log, "wb") as fh:
+            self.p = subprocess.Popen(
+                cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.p.poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{name} not ready:\n{self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+
+
+# --- measurements ------------------------------------------------------------------------------------
+
+
+def _sequential(url: str, bodies: list[dict[str, Any]], n: int) -> tuple[float, float]:
+    lat = []
+    with httpx.Client(timeout=10) as client:
+        for i in range(n + 20):
+            t = time.perf_counter()
+            resp = client.post(url, json=bodies[i % len(bodies)])
+            dt = time.perf_counter() - t
+            if resp.status_code != 200:
+                raise RuntimeError(f"{url}: HTTP {resp.status_code} {resp.text[:200]}")
+            if i >= 20:  # warm-up excluded
+                lat.append(dt * 1000)
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+def _lua(bodies: list[dict[str, Any]], path: Path) -> Path:
+    quoted = ",\n".join("  " + json.dumps(json.dumps(b)) for b in bodies)
+    path.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"local bodies = {{\n{quoted}\n}}\nlocal i = 0\n"
+        "request = function()\n  i = i % #bodies + 1\n"
+        "  return wrk.format(nil, nil, nil, bodies[i])\nend\n"
+    )
+    return path
+
+
+def _wrk(wrk: str, url: str, script: Path, seconds: int, connections: int) -> tuple[float, float, int]:
+    """(requests/s, p99 ms under load, failed requests) from wrk."""
+    cmd = [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)] if m else float("nan")
+    failed = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failed += sum(int(x) for x in errors.groups()) if errors else 0
+    return rps, p99, failed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--version", default=None, help="registered model version (default: latest; trained if none)"
+    )
+    ap.add_argument("--duration", type=int, default=10, help="seconds of wrk per endpoint")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--sequential", type=int, default=400, help="sequential requests per endpoint")
+    ap.add_argument("--serve-bare", nargs=3, metavar=("PORT", "VERSION", "REDIS_URL"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_bare:
+        _serve_bare(int(args.serve_bare[0]), args.serve_bare[1], args.serve_bare[2])
+        return
+
+    from patterns.rest_api.loader import load_history, parse_until
+    from patterns.rest_api.nginx import RestFront
+    from patterns.rest_api.service import build_store
+    from shared import services, settings
+    from shared.example.data import load_flights
+    from shared.example.flights import FLIGHT_FEATURES
+    from shared.example.train import TrainingConfig, train
+    from shared.features import StreamingExecutor
+    from shared.registry import Registry
+
+    wrk = _ensure_wrk()
+    redis_url = services.get("redis").up().url
+    services.get("nginx").up()
+    registry = Registry()
+    if not registry.list():
+        print("registry empty: training v1 on January (one minute)", flush=True)
+        train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=registry)
+    version = args.version or registry.latest().version
+    until = parse_until(CUTOFF)
+    store = build_store("redis", redis_url, PREFIX)
+    load_history(StreamingExecutor(FLIGHT_FEATURES, store), until)
+    flights = load_flights((2,))
+    near = flights[(flights["sched_ts"] >= until - 3600) & (flights["sched_ts"] < until)]
+    fields = ("carrier", "flight", "origin", "dest", "distance", "sched_ts")
+    bodies = [{k: v.item() if hasattr(v, "item") else v for k, v in zip(fields, row, strict=True)}
+              for row in near[list(fields)].itertuples(index=False)]  # fmt: skip
+    tmp = Path(tempfile.mkdtemp(prefix="mlp-bench-rest-"))
+    script = _lua(bodies, tmp / "post.lua")
+    env = os.environ | {"MLPATTERNS_HOME": str(settings.home()), "BENTOML_DO_NOT_TRACK": "true",
+                        "MLPATTERNS_REDIS_URL": redis_url, "MLPATTERNS_REDIS_PREFIX": PREFIX,
+                        "MLPATTERNS_MODEL_VERSION": version, "MLPATTERNS_PREDICTION_LOG": "0"}  # fmt: skip
+    ports = {k: _free_port() for k in ("app", "bento", "bare", "front")}
+    front = RestFront(port=ports["front"], name="rest_api_bench")
+    procs: list[_Proc] = []
+    rows: list[tuple[str, float, float, float, float, int]] = []
+    try:
+        py = sys.executable
+        app_cmd = [py, "-m", "patterns", "rest", "serve", "--version", version, "--port", str(ports["app"]),
+                   "--redis-url", redis_url, "--redis-prefix", PREFIX, "--no-log"]  # fmt: skip
+        app = f"http://127.0.0.1:{ports['app']}"
+        procs.append(_Proc("rest app", app_cmd, env, app + "/v2/health/ready", tmp))
+        front.apply({ports["app"]: 1.0})
+        bento = f"http://127.0.0.1:{ports['bento']}"
+        bento_cmd = [py, "-m", "bentoml", "serve", "patterns.rest_api.bento_service:FlightDelay",
+                     "--host", "127.0.0.1", "--port", str(ports["bento"])]  # fmt: skip
+        procs.append(_Proc("bentoml", bento_cmd, env, bento + "/readyz", tmp))
+        bare = f"http://127.0.0.1:{ports['bare']}"
+        bare_cmd = [py, __file__, "--serve-bare", str(ports["bare"]), version, redis_url]
+        procs.append(_Proc("bare", bare_cmd, env, bare + "/docs", tmp))
+        targets = [
+            ("rest app (nginx)", front.url + "/predict"),
+            ("rest app (direct)", app + "/predict"),
+            ("bentoml", bento + "/predict"),
+            ("bare fastapi+sklearn", bare + "/predict"),
+            ("no-op (same stack)", app + "/noop"),
+        ]
+        for name, url in targets:
+            print(f"measuring {name} ...", flush=True)
+            p50, p99 = _sequential(url, bodies, args.sequential)
+            rps, p99_load, failed = _wrk(wrk, url, script, args.duration, args.connections)
+            rows.append((name, p50, p99, rps, p99_load, failed))
+    finally:
+        for proc in procs:
+            proc.stop()
+        front.remove()
+        front.access_log.unlink(missing_ok=True)
+    _table(rows, version, args)
+
+
+def _table(rows: list[tuple[str, float, float, float, float, int]], version: str, args: Any) -> None:
+    by = {r[0]: r for r in rows}
+    bento, noop = by["bentoml"], by["no-op (same stack)"]
+    print(f"\nREST /predict, model {version}, {os.cpu_count()} cores; sequential: {args.sequential} "
+          f"requests, 1 client; load: wrk -t2 -c{args.connections} -d{args.duration}s")  # fmt: skip
+    head = ("endpoint", "p50 ms", "p99 ms", "req/s", "p99@16", "failed", "x bentoml", "x no-op")
+    print("{:<22}{:>8}{:>8}{:>9}{:>9}{:>8}{:>11}{:>9}".format(*head))
+    for name, p50, p99, rps, p99l, failed in rows:
+        print(f"{name:<22}{p50:>8.2f}{p99:>8.2f}{rps:>9.0f}{p99l:>9.1f}{failed:>8}"
+              f"{rps / bento[3]:>11.2f}{rps / noop[3]:>9.2f}")  # fmt: skip
+    ours = by["rest app (nginx)"]
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    print(f"\ngoals, rest app through nginx: >= 2x bentoml throughput: {ours[3] / bento[3]:.2f}x "
+          f"({verdict(ours[3] >= 2 * bento[3])}); p99 under load <= bentoml's: {ours[4]:.1f} vs "
+          f"{bento[4]:.1f} ms ({verdict(ours[4] <= bento[4])}); sequential p99 {ours[2]:.1f} vs "
+          f"{bento[2]:.1f} ms ({verdict(ours[2] <= bento[2])}); >= 0.5x no-op throughput: "
+          f"{ours[3] / noop[3]:.2f}x ({verdict(ours[3] >= 0.5 * noop[3])})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
