@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from patterns.rest_api import v2
 from patterns.rest_api.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
@@ -442,4 +443,21 @@ def create_app(
         flushed = await asyncio.get_running_loop().run_in_executor(None, service.flush_log)
         return _json({"flushed": flushed})
 
+    # The hot paths are served by plain Starlette routes placed first: same handlers, without
+    # FastAPI's per-request dependency solving (about 1.5x the requests per second of an APIRoute
+    # for a no-op). The APIRoutes above stay in ``app.routes`` and keep documenting them in /docs.
+    async def _infer_raw(request: Request) -> Response:
+        return await _infer(request, request.path_params["name"], request.path_params.get("version"))
+
+    async def _live_raw(_: Request) -> Response:
+        return Response(b'{"live":true}', media_type=_JSON)
+
+    fast = [
+        Route("/predict", predict, methods=["POST"]),
+        Route("/noop", noop, methods=["GET", "POST"]),
+        Route("/v2/health/live", _live_raw, methods=["GET"]),
+        Route("/v2/models/{name}/infer", _infer_raw, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", _infer_raw, methods=["POST"]),
+    ]
+    app.router.routes[:0] = fast
     return app
