@@ -44,7 +44,7 @@ class HBase(Service):
     """HBase on 127.0.0.1: Thrift on ``MLPATTERNS_HBASE_THRIFT_PORT``, ZooKeeper, master, region server."""
 
     name = "hbase"
-    start_timeout = 120.0
+    start_timeout = 150.0
     stop_timeout = 30.0
 
     def ports(self) -> dict[str, int]:

@@ -23,7 +23,12 @@ def topic(kafka_server: Endpoint) -> Iterator[str]:
     admin = KafkaAdminClient(bootstrap_servers=kafka_server.address)
     try:
         admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
-        yield name
+    finally:
+        admin.close()
+    yield name
+    # A new client: the test may have restarted the broker under the old one's connection.
+    admin = KafkaAdminClient(bootstrap_servers=kafka_server.address)
+    try:
         admin.delete_topics([name])
     finally:
         admin.close()
