@@ -124,8 +124,10 @@ class Kafka(Service):
         except (KafkaError, OSError, ValueError):
             return False
         try:
+            # A Metadata request (what every client sends first), then the registered brokers.
+            admin.list_topics()
             cluster = admin.describe_cluster()
-            return bool(cluster.get("brokers"))
+            return any(not b.get("is_fenced") for b in cluster.get("brokers", []))
         except (KafkaError, OSError, ValueError):
             return False
         finally:
