@@ -191,7 +191,11 @@ class Deployer:
         try:
             return self._run(st, cand, model, strategy, held)
         except _Aborted:
-            return DeployResult(False, version, cand, "aborted by another process", self.state())
+            # Our last route() may have landed after the aborting process's: re-assert its routing.
+            current = self.state()
+            if current.weights:
+                self.switch.route(current.weights)
+            return DeployResult(False, version, cand, "aborted by another process", current)
         except Exception as exc:
             reason = f"switch error: {type(exc).__name__}: {exc}"
             st = self._abort(dep, reason)
