@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import importlib.metadata
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ MAX_BATCH = 1000
 MAX_BODY_BYTES = 4 << 20
 _JSON = "application/json"
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_log = logging.getLogger(__name__)
 
 
 def _package_version() -> str:
@@ -228,6 +230,11 @@ def create_app(
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
         return _error(str(first.get("msg", "invalid request")), 422, ".".join(loc) or None)
 
+    @app.exception_handler(Exception)
+    async def _server_error(_: Request, exc: Exception) -> Response:
+        # A bug, never the caller's input (that is a 4xx above): answer JSON like every other error.
+        return _error(f"internal error: {type(exc).__name__}", 500)
+
     def _admin(request: Request) -> Response | None:
         if admin_token is None:
             return _error("admin endpoints are disabled: start the server with --admin-token", 403)
@@ -252,6 +259,9 @@ def create_app(
             status, message = 503, str(exc)
         except InputError as exc:
             status, message = 422, exc.message
+        except Exception as exc:  # a bug in a hook: a counted 5xx the bake guardrails can see
+            _log.exception("scoring failed")
+            status, message = 500, f"internal error: {type(exc).__name__}"
         response = _error(message, status)
         seconds = time.perf_counter() - start
         metrics.observe(endpoint, seconds, status)

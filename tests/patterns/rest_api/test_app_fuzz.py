@@ -91,3 +91,18 @@ def test_v2_infer_never_fails_with_5xx(
 def test_deeply_nested_bodies_are_4xx(client: TestClient, body: bytes) -> None:
     for path in ("/predict", "/v2/models/flight_delay/infer"):
         assert 400 <= client.post(path, content=body).status_code < 500
+
+
+def test_a_bug_in_a_hook_is_a_json_500_counted_for_the_bake_window(rest_model: ModelVersion) -> None:
+    class Broken(FlightDelayService):
+        def predict(self, features: Any) -> Any:
+            raise RuntimeError("bug")
+
+    service = Broken(Predictor(rest_model), EmbeddedStore())
+    app = create_app(service)
+    flight = {k: v for k, v in VALID.items()}
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.post("/predict", json=flight)
+        assert r.status_code == 500 and r.json() == {"error": "internal error: RuntimeError"}
+        assert 'status="500"' in c.get("/metrics").text
+    assert app.state.metrics.window.snapshot()["errors"] == 1
