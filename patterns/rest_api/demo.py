@@ -22,7 +22,15 @@ import httpx
 from patterns.rest_api.loader import load_history
 from patterns.rest_api.service import build_store
 from shared import settings
-from shared.deploy import Deployer, GoldenSetGate, GuardrailGate, ReadinessGate, SQLiteStore, Strategy
+from shared.deploy import (
+    Deployer,
+    GoldenSetGate,
+    GuardrailGate,
+    ReadinessGate,
+    ShadowGate,
+    SQLiteStore,
+    Strategy,
+)
 from shared.example.data import load_flights
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import StreamingExecutor
@@ -72,10 +80,17 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None
     body = sample_requests(n=1)[0]
     run_dir = Path(tempfile.mkdtemp(prefix="mlp-rest-demo-"))
     # The demo's traffic is one client: judge guardrails from 50 requests instead of 100.
-    target = build_target(gates=[ReadinessGate(), GoldenSetGate(), GuardrailGate(min_requests=50)])
+    target = build_target(
+        gates=[
+            ReadinessGate(),
+            GoldenSetGate(),
+            ShadowGate(min_pairs=50, timeout_s=30),
+            GuardrailGate(min_requests=50),
+        ]
+    )
     switch = target.switch
     deployer = Deployer.for_target(target, SQLiteStore(run_dir / "deploy.sqlite"))
-    strategy = Strategy.all_at_once(bake_s=3.0, poll_s=0.5)
+    strategy = Strategy.all_at_once(bake_s=5.0, poll_s=0.5)
     client = httpx.Client(timeout=10.0)
     url = f"{switch.front.url}/predict"  # type: ignore[attr-defined]
 

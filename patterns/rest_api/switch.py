@@ -1,11 +1,13 @@
 """Blue-green for the REST pattern: two app processes (blue, green) behind one nginx upstream.
 
 ``stage`` starts the idle colour with the new version on its own port (the live one keeps
-serving), the gates talk to that colour over HTTP (readiness, golden set through its admin
-endpoint), ``route`` rewrites the nginx upstream (``weight=N`` for a canary) and reloads gracefully
-after ``nginx -t``, ``observe`` reads the colour's ``/metrics`` (requests, errors, latency
-histogram, prediction scores) as deltas since the last ``route``. The previous colour stays up
-(standby) for an instant rollback until the next deployment retires it.
+serving); the gates talk to that colour over HTTP (readiness, golden set through its token-guarded
+``/admin/score``); the shadow phase replays a sample of live traffic (the live colour's prediction
+log) on it; ``route`` rewrites the nginx upstream (``weight=N`` for a canary) and reloads
+gracefully after ``nginx -t``; ``observe`` reads the bake window each colour keeps next to its
+``/metrics`` (requests, 5xx errors, p99 latency, scores since the last ``route``), which the
+guardrails judge (error rate, p99, PSI against the previous version). The previous colour stays
+up (standby) for an instant rollback until the next deployment retires it.
 
 The durable truth (which colour runs which version, what is live) is the deploy core's state
 store; this switch only keeps what its medium needs: pid files and logs of the colour processes.
@@ -18,12 +20,14 @@ store; this switch only keeps what its medium needs: pid files and logs of the c
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +76,7 @@ class ColourConfig:
         }
     )
     store: str = "redis"
+    shadow_sample: float = 0.5  # share of live requests replayed on a shadow candidate
     args: tuple[str, ...] = ()  # extra ``mlpatterns rest serve`` options, e.g. ("--no-log",)
     token: str = ""
     run_dir: Path | None = None  # pid files and logs; default $MLPATTERNS_HOME/rest_api/run
@@ -83,7 +88,7 @@ class RestSwitch(Switch):
     """nginx upstream switch over two app processes. Hooks are idempotent (the deployer may repeat them)."""
 
     supports_weights: ClassVar[bool] = True
-    supports_shadow: ClassVar[bool] = False
+    supports_shadow: ClassVar[bool] = True
 
     def __init__(self, config: ColourConfig | None = None, front: RestFront | None = None) -> None:
         self.config = config or ColourConfig()
@@ -93,6 +98,9 @@ class RestSwitch(Switch):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._http = httpx.Client(timeout=10.0, headers={_TOKEN_HEADER: self.token})
         self._weights: dict[Slot, float] = {}
+        self._shadow: tuple[Slot, float] | None = None
+        self._pairs: tuple[list[float], list[float]] = ([], [])
+        self._offsets: dict[Path, int] = {}
 
     # -- the Switch hooks --------------------------------------------------------------------------
 
@@ -155,6 +163,44 @@ class RestSwitch(Switch):
         preds = np.asarray(w["predictions"], dtype=np.float64)
         return BakeMetrics(int(w["requests"]), int(w["errors"]), float(w["p99_ms"]), preds)
 
+    def shadow(self, slot: Slot | None) -> None:
+        """Shadow = live traffic replayed on ``slot``: see ``shadow_pairs``."""
+        self._shadow = None if slot is None else (slot, time.time())
+        self._pairs = ([], [])
+        self._offsets = {}
+
+    def shadow_pairs(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(live score, candidate score) for a sample of the requests live served since ``shadow``.
+
+        The live colour logs every prediction with the feature row it used; those rows are scored
+        by the candidate through its HTTP admin endpoint. The candidate never sits on the live
+        request path (a slow or failing shadow cannot hurt users) and its answers are not logged
+        as served predictions, which an nginx ``mirror`` of ``/predict`` would do.
+        """
+        if self._shadow is None:
+            return None
+        slot, since = self._shadow
+        live = next((s for s in self._weights if s != slot), None)
+        if live is None or (live_version := self._running_version(live)) is None:
+            return None
+        with contextlib.suppress(httpx.HTTPError, RuntimeError):
+            self._admin("POST", live, "/admin/flush-log")  # the log is written by a background thread
+        names = FLIGHT_FEATURES.names
+        scores, rows = [], []
+        for rec in self._new_records(since):
+            if rec.get("model_version") != live_version or rec.get("prediction") is None:
+                continue
+            if zlib.crc32(str(rec.get("request_id")).encode()) / 2**32 >= self.config.shadow_sample:
+                continue
+            features = rec["features"]
+            scores.append(float(rec["prediction"]))
+            rows.append([np.nan if features.get(n) is None else features[n] for n in names])
+        if rows:
+            got = self.predict(slot, np.asarray(rows, dtype=np.float32))
+            self._pairs[0].extend(scores)
+            self._pairs[1].extend(got.tolist())
+        return np.asarray(self._pairs[0]), np.asarray(self._pairs[1])
+
     def retire(self, slot: Slot) -> None:
         if slot in self._weights:
             raise RuntimeError(f"refusing to retire {slot}: it still receives traffic")
@@ -199,6 +245,25 @@ class RestSwitch(Switch):
         self._http.close()
 
     # -- private -----------------------------------------------------------------------------------
+
+    def _new_records(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
+        """Prediction-log records written at or after ``since`` not returned before (up to ``limit``)."""
+        home = Path(self.config.env.get("MLPATTERNS_HOME") or settings.home())
+        out: list[dict[str, Any]] = []
+        for path in sorted((home / "logs" / "rest_api").glob("predictions-*.jsonl")):
+            if path.stat().st_mtime < since or len(out) >= limit:
+                continue
+            with path.open("rb") as fh:
+                fh.seek(self._offsets.get(path, 0))
+                while len(out) < limit:
+                    line = fh.readline()
+                    if not line.endswith(b"\n"):
+                        break  # nothing more, or a line still being written: read it next time
+                    self._offsets[path] = fh.tell()
+                    rec = json.loads(line)
+                    if rec.get("ts", 0) >= since:
+                        out.append(rec)
+        return out
 
     def _admin(self, method: str, slot: Slot, path: str, body: Any = None) -> Any:
         resp = self._http.request(method, self.url(slot) + path, json=body)

@@ -26,6 +26,7 @@ from shared.deploy import (
     GoldenSetGate,
     GuardrailGate,
     ReadinessGate,
+    ShadowGate,
     Slot,
     SlotState,
     SQLiteStore,
@@ -96,6 +97,7 @@ def world(
     gates = [
         ReadinessGate(timeout_s=90, poll_s=0.25),
         GoldenSetGate(),
+        ShadowGate(min_pairs=100, timeout_s=60, poll_s=0.5),
         GuardrailGate(min_requests=50, max_p99_ms=5000.0),
     ]
     target = build_target(registry=registry, config=config, front=front, gates=gates)
@@ -214,6 +216,8 @@ def test_switch_to_green_under_load_loses_no_request(world: World) -> None:
     st = world.deployer.state()
     assert (st.live, st.slots[Slot.BLUE].state) == (Slot.GREEN, SlotState.STANDBY)
     assert world.switch.running() == {Slot.BLUE: v1, Slot.GREEN: v2}  # old colour kept warm
+    shadow = next(g for g in result.gates if g.gate == "shadow")
+    assert shadow.passed and not shadow.skipped and shadow.metrics["pairs"] >= 100
     bake = [g for g in result.gates if g.gate == "guardrails"][-1]
     assert bake.passed and not bake.skipped and bake.metrics["requests"] >= 50
 
