@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -173,5 +174,28 @@ def ensure_topics(bootstrap: str, topics: Mapping[str, int], compacted: tuple[st
             # TopicAlreadyExists: created by a concurrent worker, with the same definition.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
+        _wait_for_leaders(admin, topics)
     finally:
         admin.close()
+
+
+def _wait_for_leaders(admin: Any, topics: Mapping[str, int], timeout_s: float = 30.0) -> None:
+    # A client that reads metadata while partitions are still being created sees fewer of them.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = {t["name"]: t for t in admin.describe_topics(list(topics))}
+        missing = [
+            name
+            for name, n in topics.items()
+            if name not in described
+            or described[name].get("error_code", 0) != 0
+            or len([p for p in described[name]["partitions"] if p.get("leader_id", -1) >= 0]) < n
+        ]
+        if not missing:
+            return
+        short = [m for m in missing if m in described and 0 < len(described[m]["partitions"]) < topics[m]]
+        if short:  # e.g. auto-created by a client that subscribed before we created it
+            raise ValueError(f"topics exist with fewer partitions than needed: {short}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics without leaders after {timeout_s:.0f}s: {missing}")
+        time.sleep(0.1)

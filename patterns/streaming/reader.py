@@ -61,7 +61,12 @@ class Control:
 
         seq = self.current().seq + 1
         route = Route(version, self.topics.predictions(version) if version else None, slot, seq)
-        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", client_id="mlp-control")
+        producer = KafkaProducer(
+            allow_auto_create_topics=False,
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            client_id="mlp-control",
+        )
         try:
             body = {
                 "version": route.version,
@@ -91,7 +96,9 @@ class ControlFollower:
         from kafka import KafkaConsumer, TopicPartition
 
         self._tp = TopicPartition(topics.control, 0)
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._consumer = KafkaConsumer(
+            allow_auto_create_topics=False, bootstrap_servers=bootstrap, enable_auto_commit=False
+        )
         self._consumer.assign([self._tp])
         self._consumer.seek_to_beginning(self._tp)
         self.route = Route(None, None)
@@ -121,7 +128,9 @@ class PredictionReader:
         self.topics = topics
         self.horizon_s = horizon_s
         self._control = ControlFollower(bootstrap, topics)
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._consumer = KafkaConsumer(
+            allow_auto_create_topics=False, bootstrap_servers=bootstrap, enable_auto_commit=False
+        )
         self.route = Route(None, None)
         self.switches: list[Route] = []
         #: per input partition: latest request time served

@@ -80,9 +80,13 @@ class Replayer:
         ensure_topics(bootstrap, {topics.events: partitions})
         # Idempotence keeps per-partition order across retries: the order IS the correctness here.
         self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2,
+            allow_auto_create_topics=False,
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
             client_id="mlp-replayer",
-        )  # fmt: skip
+        )
         self.partitions = sorted(self._producer.partitions_for(topics.events) or range(partitions))
 
     def replay(
@@ -114,9 +118,13 @@ class Replayer:
             else:
                 for p in self.partitions:
                     self._producer.send(
-                        self.topics.events, value, key=key, partition=p, headers=headers,
+                        self.topics.events,
+                        value,
+                        key=key,
+                        partition=p,
+                        headers=headers,
                         timestamp_ms=ts * 1000,
-                    )  # fmt: skip
+                    )
                     sent += 1
             if progress is not None:
                 progress(1)
@@ -143,9 +151,12 @@ class Replayer:
     ) -> None:
         """Publish arbitrary bytes (tests and demos use it for poison messages)."""
         self._producer.send(
-            self.topics.events, value, key=key, partition=partition,
+            self.topics.events,
+            value,
+            key=key,
+            partition=partition,
             timestamp_ms=None if ts is None else ts * 1000,
-        )  # fmt: skip
+        )
         self._producer.flush()
 
     def close(self) -> None:

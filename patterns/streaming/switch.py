@@ -216,8 +216,10 @@ class StreamSwitch(Switch):
         ensure_topics(self.bootstrap, {self.topics.probes(version): 1, self.topics.probe_replies: 1})
         probe_id = uuid.uuid4().hex.encode()
         tp = TopicPartition(self.topics.probe_replies, 0)
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        consumer = KafkaConsumer(
+            allow_auto_create_topics=False, bootstrap_servers=self.bootstrap, enable_auto_commit=False
+        )
+        producer = KafkaProducer(allow_auto_create_topics=False, bootstrap_servers=self.bootstrap, acks="all")
         try:
             consumer.assign([tp])
             consumer.seek(tp, consumer.end_offsets([tp])[tp])
@@ -241,7 +243,7 @@ class StreamSwitch(Switch):
     def _ends(self, topic: str) -> dict[int, int]:
         from kafka import KafkaConsumer, TopicPartition
 
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        consumer = KafkaConsumer(allow_auto_create_topics=False, bootstrap_servers=self.bootstrap)
         try:
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()} if tps else {}
@@ -252,7 +254,9 @@ class StreamSwitch(Switch):
         """Every message of ``topic`` from ``since`` (partition -> offset; default 0) to its end now."""
         from kafka import KafkaConsumer, TopicPartition
 
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = KafkaConsumer(
+            allow_auto_create_topics=False, bootstrap_servers=self.bootstrap, enable_auto_commit=False
+        )
         try:
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             if not tps:

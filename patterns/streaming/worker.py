@@ -110,20 +110,28 @@ class StreamWorker:
         self._tp = TopicPartition
 
         probe = TopicPartition(topics.probes(self.version), 0)
-        admin_consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+        admin_consumer = KafkaConsumer(allow_auto_create_topics=False, bootstrap_servers=bootstrap)
         n = len(admin_consumer.partitions_for_topic(topics.events) or ())
         admin_consumer.close()
         if n == 0:
             raise RuntimeError(f"topic {topics.events} does not exist: start the replayer first")
         ensure_topics(
             bootstrap,
-            {topics.predictions(self.version): n, topics.dead_letters: 1, probe.topic: 1,
-             topics.probe_replies: 1},
-        )  # fmt: skip
+            {
+                topics.predictions(self.version): n,
+                topics.dead_letters: 1,
+                probe.topic: 1,
+                topics.probe_replies: 1,
+            },
+        )
         self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=1,
+            allow_auto_create_topics=False,
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=1,
             client_id=f"mlp-worker-{self.version}",
-        )  # fmt: skip
+        )
         worker = self
 
         class _Listener(ConsumerRebalanceListener):
@@ -136,12 +144,19 @@ class StreamWorker:
                 worker._fresh.update(assigned)
 
         self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=topics.group(self.version), enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=max_batch, fetch_max_wait_ms=50,
+            allow_auto_create_topics=False,
+            bootstrap_servers=bootstrap,
+            group_id=topics.group(self.version),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=max_batch,
+            fetch_max_wait_ms=50,
             client_id=f"mlp-worker-{self.version}",
-        )  # fmt: skip
+        )
         self._consumer.subscribe([topics.events], listener=_Listener())
-        self._probes = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._probes = KafkaConsumer(
+            allow_auto_create_topics=False, bootstrap_servers=bootstrap, enable_auto_commit=False
+        )
         self._probes.assign([probe])
         self._probes.seek_to_end(probe)
         self._probes.position(probe)  # resolve now: probes sent from here on are answered
@@ -211,10 +226,13 @@ class StreamWorker:
         for tp, m, ev, _, p in scored:
             futures.append(
                 self._producer.send(
-                    self.topics.predictions(self.version), self._prediction(tp, m, ev, p, now_ms),
-                    key=ev.id.encode(), partition=tp.partition, timestamp_ms=ev.ts * 1000,
+                    self.topics.predictions(self.version),
+                    self._prediction(tp, m, ev, p, now_ms),
+                    key=ev.id.encode(),
+                    partition=tp.partition,
+                    timestamp_ms=ev.ts * 1000,
                 )
-            )  # fmt: skip
+            )
         for m, error in dead:
             futures.append(self._dead_letter(m, error))
         if scored and self.predlog is not None:

@@ -40,7 +40,10 @@ def stream_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("stream_home")
     registry = Registry(home / "registry")
     train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=registry)
-    train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=30, learning_rate=0.2), registry=registry)
+    train(
+        TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=30, learning_rate=0.2),
+        registry=registry,
+    )
     return home
 
 
@@ -85,14 +88,23 @@ def read_topic(
     bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 90.0
 ) -> list[dict[str, Any]]:
     """Values of ``topic`` from the beginning, until ``done(values)`` (fails after ``timeout_s``)."""
-    from kafka import KafkaConsumer
+    from kafka import KafkaAdminClient, KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    values: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    while topic not in admin.list_topics():  # subscribing first could auto-create it with 1 partition
+        assert time.monotonic() < deadline, f"{topic} was never created"
+        time.sleep(0.2)
+    admin.close()
+    consumer = KafkaConsumer(
+        topic, allow_auto_create_topics=False, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+    )
+    values: list[dict[str, Any]] = []
     try:
         while not done(values):
-            assert time.monotonic() < deadline, f"{topic}: condition not met in {timeout_s}s ({len(values)} msgs)"
+            assert time.monotonic() < deadline, (
+                f"{topic}: condition not met in {timeout_s}s ({len(values)} msgs)"
+            )
             for msgs in consumer.poll(timeout_ms=300).values():
                 values.extend(json.loads(m.value) for m in msgs)
     finally:
@@ -101,16 +113,19 @@ def read_topic(
 
 
 @pytest.fixture
-def workers(bootstrap: str, topics: Topics, stream_home: Path, registry: Registry) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+def workers(
+    bootstrap: str, topics: Topics, stream_home: Path, registry: Registry
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start ``python -m patterns.streaming work`` processes; all are killed at the end of the test."""
     procs: list[subprocess.Popen[bytes]] = []
     pool = WorkerPool(bootstrap, topics, stream_home / "registry")
 
     def start(version: str, *extra: str) -> subprocess.Popen[bytes]:
-        log = open(stream_home / f"{topics.prefix}-{version}-{len(procs)}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [*pool.command(version), *extra], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
-        )
+        logs = Path(os.environ.get("STREAM_TEST_LOGS", stream_home))  # worker logs, for debugging
+        with open(logs / f"{topics.prefix}-{version}-{len(procs)}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [*pool.command(version), *extra], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
+            )
         procs.append(proc)
         return proc
 

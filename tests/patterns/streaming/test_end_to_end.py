@@ -32,7 +32,9 @@ def test_a_full_day_streamed_equals_the_offline_path(
     stats = replayer.replay(start, end)
     replayer.close()
     predictor = Predictor(registry.get("v1"), FLIGHT_FEATURES.fingerprint())
-    worker = StreamWorker(predictor, bootstrap, topics, max_batch=200, predlog=PredictionLog("streaming", tmp_path))
+    worker = StreamWorker(
+        predictor, bootstrap, topics, max_batch=200, predlog=PredictionLog("streaming", tmp_path)
+    )
     try:
         worker.run(idle_exit_s=3.0)
     finally:
@@ -87,7 +89,11 @@ def test_poison_messages_land_in_the_dead_letters_and_the_stream_goes_on(
     from kafka import KafkaConsumer
 
     dlq = KafkaConsumer(
-        topics.dead_letters, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000
+        topics.dead_letters,
+        allow_auto_create_topics=False,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
     )
     letters = list(dlq)
     dlq.close()

@@ -14,7 +14,9 @@ from patterns.streaming.replay import events_between
 def test_every_event_of_an_hour_round_trips() -> None:
     events = events_between(1360836000, 1360836000 + 3 * 3600)
     assert set(events["kind"]) == {"scheduled", "departed", "weather"}
-    for kind, ts, ident, record in zip(events["kind"], events["ts"], events["id"], events["record"], strict=True):
+    for kind, ts, ident, record in zip(
+        events["kind"], events["ts"], events["id"], events["record"], strict=True
+    ):
         ev = decode(encode(kind, record))
         assert (ev.kind, ev.ts, ev.id) == (kind, ts, ident)
 
@@ -46,11 +48,20 @@ def test_missing_weather_values_travel_as_null_and_come_back_as_nan() -> None:
         (b"{truncated", "not JSON"),
         (b"[1, 2]", "JSON object"),
         (b'{"type": "landed"}', "unknown type"),
-        (b'{"type": "departed", "event_id": "x", "dep_ts": 1, "carrier": "UA", "origin": "EWR"}', "dep_delay"),
-        (b'{"type": "departed", "event_id": "x", "dep_ts": "soon", "carrier": "UA", "origin": "EWR",'
-         b' "dep_delay": 1}', "dep_ts"),
-        (b'{"type": "departed", "event_id": "x", "dep_ts": 1, "carrier": "UA", "origin": "EWR",'
-         b' "dep_delay": true}', "dep_delay"),
+        (
+            b'{"type": "departed", "event_id": "x", "dep_ts": 1, "carrier": "UA", "origin": "EWR"}',
+            "dep_delay",
+        ),
+        (
+            b'{"type": "departed", "event_id": "x", "dep_ts": "soon", "carrier": "UA", "origin": "EWR",'
+            b' "dep_delay": 1}',
+            "dep_ts",
+        ),
+        (
+            b'{"type": "departed", "event_id": "x", "dep_ts": 1, "carrier": "UA", "origin": "EWR",'
+            b' "dep_delay": true}',
+            "dep_delay",
+        ),
         (None, "empty"),
     ],
 )
