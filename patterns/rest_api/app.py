@@ -4,7 +4,7 @@ Built for throughput on one uvicorn worker per process:
 
 * handlers take the raw ``Request`` and parse JSON themselves (the pydantic models in ``schemas`` only
   document the API), and answer pre-serialised bytes;
-* scoring runs on one background thread through ``_Batcher``: requests that arrive while a batch is
+* scoring runs on one background thread through ``MicroBatcher``: requests that arrive while a batch is
   being scored are scored together next, so concurrent callers share one feature-store round trip
   and one onnxruntime call (adaptive micro-batching, no waiting when idle);
 * metrics are recorded in the handler with cached label children, no middleware.
@@ -18,8 +18,7 @@ import importlib.metadata
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,18 +30,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from patterns.rest_api import v2
+from patterns.rest_api.batching import MicroBatcher
 from patterns.rest_api.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
-from patterns.rest_api.schemas import BatchResponse, FlightRequest, InputError, PredictResponse
+from patterns.rest_api.schemas import (
+    MAX_BATCH,
+    BatchResponse,
+    FlightRequest,
+    InputError,
+    PredictResponse,
+    decode_predict_body,
+    explain_flag,
+)
 from patterns.rest_api.service import FlightDelayService, Prediction, StoreUnavailable
 
 __all__ = ["MAX_BATCH", "MAX_BODY_BYTES", "create_app"]
 
-#: Most flights one ``/predict`` call may carry.
-MAX_BATCH = 1000
 #: Largest request body accepted (a full batch of flights is far below it).
 MAX_BODY_BYTES = 4 << 20
 _JSON = "application/json"
-_TRUE = frozenset({"1", "true", "yes", "on"})
 _log = logging.getLogger(__name__)
 
 
@@ -72,97 +77,6 @@ def _error(message: str, status: int, field: str | None = None) -> Response:
     if field is not None:
         body["field"] = field
     return _json(body, status)
-
-
-class _Batcher:
-    """Scores queued requests together on one worker thread (see the module docstring)."""
-
-    def __init__(self, service: FlightDelayService, metrics: ServiceMetrics, max_rows: int) -> None:
-        self._service = service
-        self._metrics = metrics
-        self._max_rows = max_rows
-        self._pending: list[
-            tuple[list[dict[str, Any]], list[str | None], asyncio.Future[list[Prediction]]]
-        ] = []
-        self._busy = False
-        self._task: asyncio.Task[None] | None = None
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="score")
-
-    async def score(self, requests: list[dict[str, Any]], ids: list[str | None]) -> list[Prediction]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Prediction]] = loop.create_future()
-        self._pending.append((requests, ids, future))
-        if not self._busy:
-            self._busy = True
-            self._task = loop.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._pending:
-                take, rows = 0, 0
-                while take < len(self._pending) and (
-                    take == 0 or rows + len(self._pending[take][0]) <= self._max_rows
-                ):
-                    rows += len(self._pending[take][0])
-                    take += 1
-                batch, self._pending = self._pending[:take], self._pending[take:]
-                requests = [r for reqs, _, _ in batch for r in reqs]
-                ids = [i for _, rids, _ in batch for i in rids]
-                self._metrics.batch(len(requests))
-                try:
-                    scored = await loop.run_in_executor(self.pool, self._service.score, requests, ids)
-                except Exception as exc:
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                start = 0
-                for reqs, _, future in batch:
-                    if not future.done():
-                        future.set_result(scored[start : start + len(reqs)])
-                    start += len(reqs)
-        finally:
-            self._busy = False
-
-
-def _explain(request: Request, payload: Mapping[str, Any] | None) -> bool:
-    flag = False
-    if request.scope["query_string"]:
-        flag = request.query_params.get("explain", "").lower() in _TRUE
-    if payload is not None and "explain" in payload:
-        value = payload["explain"]
-        if not isinstance(value, bool):
-            raise InputError("explain", "expected true or false")
-        flag = flag or value
-    return flag
-
-
-def _request_id(obj: Mapping[str, Any], where: str) -> str | None:
-    rid = obj.get("request_id")
-    if rid is not None and (not isinstance(rid, str) or not 0 < len(rid) <= 128):
-        raise InputError(where + "request_id", "expected a string of 1 to 128 characters")
-    return rid
-
-
-def _flights(
-    service: FlightDelayService, payload: Any
-) -> tuple[list[dict[str, Any]], list[str | None], bool]:
-    """(decoded flights, request ids, is_batch) from a ``/predict`` body."""
-    if isinstance(payload, dict) and "flights" not in payload:
-        return [service.decode_request(payload)], [_request_id(payload, "")], False
-    items = payload["flights"] if isinstance(payload, dict) else payload
-    if not isinstance(items, list):
-        raise InputError("flights", "expected an array of flight objects")
-    if not 0 < len(items) <= MAX_BATCH:
-        raise InputError("flights", f"must hold 1 to {MAX_BATCH} flights, got {len(items)}")
-    flights, ids = [], []
-    for i, item in enumerate(items):
-        where = f"flights[{i}]."
-        flights.append(service.decode_request(item, where))
-        ids.append(_request_id(item, where))
-    return flights, ids, True
 
 
 def _openapi_body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -198,7 +112,7 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app serving ``service``; ``admin_token`` enables ``/admin`` (disabled when None)."""
     metrics = ServiceMetrics(service.version, service.slot)
-    batcher = _Batcher(service, metrics, max_batch_rows)
+    batcher = MicroBatcher(service, metrics, max_batch_rows)
     server_meta = json.dumps(v2.server_metadata(_package_version())).encode()
     model_meta = json.dumps(v2.model_metadata(service)).encode()
 
@@ -296,8 +210,9 @@ def create_app(
             metrics.observe("predict", time.perf_counter() - start, 400)
             return _error(f"body is not valid JSON: {exc}", 400, "body")
         try:
-            explain = _explain(request, payload if isinstance(payload, dict) else None)
-            flights, ids, is_batch = _flights(service, payload)
+            query = request.query_params.get("explain") if request.scope["query_string"] else None
+            explain = explain_flag(query, payload)
+            flights, ids, is_batch = decode_predict_body(payload, service.decode_request)
         except InputError as exc:
             metrics.observe("predict", time.perf_counter() - start, 422)
             return _error(str(exc), 422, exc.field)

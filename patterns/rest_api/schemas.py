@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -30,19 +31,25 @@ from pydantic import BaseModel, Field, create_model
 __all__ = [
     "FIELDS",
     "LOCAL_ZONE",
+    "MAX_BATCH",
     "BatchResponse",
     "FlightField",
     "FlightRequest",
     "InputError",
     "PredictResponse",
     "decode_flight",
+    "decode_predict_body",
+    "explain_flag",
     "local_fields",
     "parse_time",
 ]
 
 #: All origins of the example data are New York airports; local fields are in this zone.
 LOCAL_ZONE = ZoneInfo("America/New_York")
+#: Most flights one ``/predict`` call may carry.
+MAX_BATCH = 1000
 _TIME_FIELDS = ("year", "month", "day", "hour", "minute")
+_TRUE = frozenset({"1", "true", "yes", "on"})
 _MAX_CODE = 16
 
 
@@ -209,6 +216,45 @@ def decode_flight(obj: Any, where: str = "") -> dict[str, Any]:
             )
     out.update(derived)
     return out
+
+
+def explain_flag(query: str | None, payload: Any) -> bool:
+    """``?explain=true`` or a top-level ``"explain": true`` in the body."""
+    flag = query is not None and query.lower() in _TRUE
+    if isinstance(payload, dict) and "explain" in payload:
+        value = payload["explain"]
+        if not isinstance(value, bool):
+            raise InputError("explain", "expected true or false")
+        flag = flag or value
+    return flag
+
+
+def _request_id(obj: dict[str, Any], where: str) -> str | None:
+    rid = obj.get("request_id")
+    if rid is not None and (not isinstance(rid, str) or not 0 < len(rid) <= 128):
+        raise InputError(where + "request_id", "expected a string of 1 to 128 characters")
+    return rid
+
+
+def decode_predict_body(
+    payload: Any, decode: Callable[[Any, str], dict[str, Any]] = decode_flight
+) -> tuple[list[dict[str, Any]], list[str | None], bool]:
+    """(decoded flights, request ids, is_batch) of a ``/predict`` body: one flight object, or
+    ``{"flights": [...]}``, or an array of flights. ``decode`` is the service's ``decode_request``.
+    """
+    if isinstance(payload, dict) and "flights" not in payload:
+        return [decode(payload, "")], [_request_id(payload, "")], False
+    items = payload["flights"] if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        raise InputError("flights", "expected an array of flight objects")
+    if not 0 < len(items) <= MAX_BATCH:
+        raise InputError("flights", f"must hold 1 to {MAX_BATCH} flights, got {len(items)}")
+    flights, ids = [], []
+    for i, item in enumerate(items):
+        where = f"flights[{i}]."
+        flights.append(decode(item, where))
+        ids.append(_request_id(item, where))
+    return flights, ids, True
 
 
 # --- documentation models (OpenAPI only; requests are never parsed through them) -------------------
