@@ -19,7 +19,7 @@ import pandas as pd
 from shared.consistency.config import Thresholds, load_thresholds
 from shared.consistency.report import CheckResult, Finding, Status
 from shared.features import FeatureSet, OfflineExecutor
-from shared.registry import Registry
+from shared.registry import FingerprintMismatch, IntegrityError, Registry
 
 __all__ = ["check_features", "default_sources", "load_records"]
 
@@ -203,6 +203,7 @@ def _predictions(
     model_on_offline = np.full(len(rows), np.nan)
     versions = np.array([str(r.get("model_version")) for r in rows])
     missing: list[str] = []
+    other_features: list[str] = []
     for version in sorted(set(versions)):
         idx = np.flatnonzero(versions == version)
         try:
@@ -210,9 +211,19 @@ def _predictions(
         except KeyError:
             missing.append(version)
             continue
+        except FingerprintMismatch:
+            # Served by a model trained on other feature definitions: skew by construction.
+            other_features.append(f"{version} (trained on other feature definitions)")
+            continue
+        except IntegrityError as exc:
+            other_features.append(f"{version} ({exc})")
+            continue
         model_on_served[idx] = predictor.predict_proba(served[idx])
         model_on_offline[idx] = predictor.predict_proba(offline[idx])
     checked = ~np.isnan(model_on_served)
+    if other_features:
+        reason = f"cannot reproduce the served model: {'; '.join(other_features)}"
+        return Finding("prediction", "fail", {"n": len(rows)}, reason), {}
     if not checked.any():
         reason = f"model version(s) {', '.join(missing)} not in the registry at {registry.root}"
         return Finding("prediction", "not_run", {}, reason), {}

@@ -93,3 +93,16 @@ def test_no_logs_is_reported_as_not_run(world, home) -> None:  # type: ignore[no
     assert result.status == "not_run"
     assert result.not_run_reason and "no prediction-log records" in result.not_run_reason
     assert result.passed  # not run is not failed; the report's strict mode turns it into a failure
+
+
+def test_traffic_served_by_a_model_of_other_features_is_flagged(world, serve, home, last_days) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    serve(last_days)
+    manifest = home / "registry" / world.model.version / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    doc["feature_fingerprint"] = "another-feature-set"  # as if trained on other definitions
+    manifest.write_text(json.dumps(doc))
+    result = _check(world)
+    assert result.flagged == ["prediction"]
+    assert "other feature definitions" in result.finding("prediction").message
