@@ -40,11 +40,11 @@ import psutil
 from patterns.rest_api.nginx import RestFront
 from shared import settings
 from shared.deploy import BakeMetrics, Slot, SlotState, Switch, Target, TargetState, default_gates
-from shared.deploy.gates import Gate
+from shared.deploy.gates import Gate, ShadowGate
 from shared.example.flights import FLIGHT_FEATURES
 from shared.registry import Registry
 
-__all__ = ["ColourConfig", "RegistryCard", "RestSwitch", "admin_token", "build_target"]
+__all__ = ["ColourConfig", "RegistryCard", "RestSwitch", "admin_token", "build_target", "default_rest_gates"]
 
 #: Where the admin endpoints read their token from (the app and this switch agree on it).
 TOKEN_ENV = "MLPATTERNS_ADMIN_TOKEN"
@@ -358,12 +358,21 @@ class RegistryCard:
         return self.registry.get(self.version).golden_set()[1]
 
 
+def default_rest_gates() -> list[Gate]:
+    """The core's gates; the shadow phase waits at most MLPATTERNS_REST_SHADOW_TIMEOUT seconds
+    (default 120) for live traffic to replay, and is left out when it is 0 (no traffic to judge)."""
+    timeout = float(os.environ.get("MLPATTERNS_REST_SHADOW_TIMEOUT", "120"))
+    gates = [g for g in default_gates() if not isinstance(g, ShadowGate)]
+    if timeout > 0:
+        gates.insert(2, ShadowGate(timeout_s=timeout))
+    return gates
+
+
 def build_target(
     registry: Registry | None = None,
     config: ColourConfig | None = None,
     front: RestFront | None = None,
     gates: list[Gate] | None = None,
-    **_: object,
 ) -> Target:
     """The ``rest_api`` deploy target: this switch, the running feature fingerprint, the registry."""
     reg = registry or Registry()
@@ -373,5 +382,5 @@ def build_target(
         switch,
         FLIGHT_FEATURES.fingerprint(),
         lambda version: RegistryCard(reg, version),
-        default_gates() if gates is None else gates,
+        default_rest_gates() if gates is None else gates,
     )
