@@ -20,12 +20,14 @@ from shared.consistency.export import (
     write_scores,
 )
 from shared.consistency.features import check_features, load_records
+from shared.consistency.gate import ConsistencyGate
 from shared.consistency.replay import replay_serving
 from shared.consistency.report import CheckResult, ConsistencyReport, Finding
 from shared.consistency.run import run_checks
 
 __all__ = [
     "CheckResult",
+    "ConsistencyGate",
     "ConsistencyReport",
     "ExportComparison",
     "ExportTolerance",

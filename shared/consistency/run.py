@@ -34,7 +34,7 @@ def run_checks(
     strict: bool = False,
     progress: Callable[[str], None] = lambda _: None,
 ) -> ConsistencyReport:
-    """The checks named in ``checks``. ``reports`` defaults to the mobile parity report when it exists.
+    """The checks named in ``checks``. ``reports`` defaults to the mobile parity reports found.
 
     The model is ``version``, else the version most of the logged traffic was served by, else the
     registry's latest.
@@ -68,6 +68,7 @@ def run_checks(
         )
     if "exports" in checks:
         progress("exports: comparing artifacts on held-out data")
+        discovered = reports is None  # an explicit empty list means: no mobile comparison wanted
         if reports is None:
             reports = mobile_reports()
         result = check_exports(
@@ -82,7 +83,7 @@ def run_checks(
             result.findings += extra.findings
             result.plot_data |= extra.plot_data
             result.notes += extra.notes
-        if not reports and not scores_files:
+        if discovered and not reports and not scores_files:
             where = settings.home() / "mobile" / "exports" / "<version>" / "export.json"
             reason = f"no mobile export parity report at {where} (`mlpatterns mobile export` writes it)"
             result.findings.append(Finding("tensorflow vs mobile exports", "not_run", {}, reason))

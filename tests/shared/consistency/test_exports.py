@@ -140,3 +140,19 @@ def test_mobile_export_report_is_rejudged_and_coreml_off_macos_is_not_run(world,
     # round trip of this package's own report format
     own = write_export_report(home / "own.json", [compare_scores(source, rounded, y, candidate_name="x")])
     assert [c.status for c in read_export_report(own)] == ["fail"]
+
+
+def test_consistency_gate_passes_a_faithful_export_and_blocks_a_corrupted_one(world, home) -> None:  # type: ignore[no-untyped-def]
+    from shared.consistency.gate import ConsistencyGate
+    from shared.deploy import Candidate
+    from shared.deploy.gates import GateContext
+
+    model = Registry().get(world.model.version)
+    card = Candidate(model.version, model.feature_fingerprint)
+    ctx = GateContext(switch=None, candidate=None, live=None, model=card, phase="verify")  # type: ignore[arg-type]
+    good = ConsistencyGate().check(ctx)
+    assert good.passed and good.gate == "consistency" and good.phase == "verify"
+    (model.path / "model.onnx").write_bytes(b"not an onnx model")
+    bad = ConsistencyGate().check(ctx)
+    assert not bad.passed
+    assert "sklearn vs onnx" in bad.detail
