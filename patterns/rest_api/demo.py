@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import socket
 import tempfile
 import threading
 import time
@@ -28,6 +29,7 @@ from shared.deploy import (
     GuardrailGate,
     ReadinessGate,
     ShadowGate,
+    Slot,
     SQLiteStore,
     Strategy,
 )
@@ -70,8 +72,15 @@ def sample_requests(until: dt.datetime = DEMO_CUTOFF, n: int | None = None) -> l
     return bodies[:n] if n else bodies
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None] = print) -> None:
-    from patterns.rest_api.switch import build_target
+    from patterns.rest_api.nginx import RestFront
+    from patterns.rest_api.switch import ColourConfig, build_target
 
     old, new = versions
     out(f"== REST pattern: blue-green behind nginx ({old} -> {new}, then rollback)")
@@ -79,14 +88,18 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None
     out(f"materialised {written:,} departure/weather events into Redis up to {DEMO_CUTOFF:%Y-%m-%d %H:%M}")
     body = sample_requests(n=1)[0]
     run_dir = Path(tempfile.mkdtemp(prefix="mlp-rest-demo-"))
-    # The demo's traffic is one client: judge guardrails from 50 requests instead of 100.
+    # Free ports and its own conf.d file: the demo never touches a real rest_api deployment.
+    # Its traffic is one client, so guardrails judge from 50 requests instead of 100.
+    config = ColourConfig(ports={Slot.BLUE: _free_port(), Slot.GREEN: _free_port()})
     target = build_target(
+        config=config,
+        front=RestFront(port=_free_port(), name="rest_api_demo"),
         gates=[
             ReadinessGate(),
             GoldenSetGate(),
             ShadowGate(min_pairs=50, timeout_s=30),
             GuardrailGate(min_requests=50),
-        ]
+        ],
     )
     switch = target.switch
     deployer = Deployer.for_target(target, SQLiteStore(run_dir / "deploy.sqlite"))
@@ -117,6 +130,9 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None
             out(f"    [{gate.outcome:4}] {gate.gate:<11} {gate.phase:<9} {gate.detail}")
         slots = result.state.slots
         out("    " + "  ".join(f"{s}={slots[s].version or '-'}({slots[s].state})" for s in slots))
+        if not result.ok:
+            switch_logs = "\n".join(switch.log_tail(s, 10) for s in Slot)  # type: ignore[attr-defined]
+            raise RuntimeError(f"{result.version} was not promoted: {result.reason}\n{switch_logs}")
 
     background = threading.Thread(target=traffic, daemon=True)
     try:
