@@ -11,7 +11,6 @@ file I/O of logging stay off the request path.
 
 from __future__ import annotations
 
-import bisect
 import math
 import queue
 import threading
@@ -28,14 +27,12 @@ from patterns.rest_api.schemas import InputError, decode_flight
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import (
     EmbeddedStore,
-    Event,
     FeatureSet,
     OnlineExecutor,
     OnlineStore,
     RedisStore,
     RequestError,
 )
-from shared.features.stores import LatestQuery, RangeQuery, Row
 from shared.predictor import Predictor
 from shared.predlog import PredictionLog
 from shared.registry import Registry
@@ -81,55 +78,6 @@ def build_store(kind: str, redis_url: str | None = None, prefix: str = "mlp") ->
     query.setdefault("socket_timeout", "2")
     query.setdefault("socket_connect_timeout", "1")
     return RedisStore(urlunsplit(parts._replace(query=urlencode(query))), prefix=prefix)
-
-
-class _CoalescingStore:
-    """An ``OnlineStore`` wrapper that reads each (source, key, value) once per batch.
-
-    The executor asks, per request, for the last 24 h of the carrier's and the origin's departures.
-    Concurrent requests share carriers and (three) origins, so one range read covering all their
-    windows, cut per request with a binary search, returns exactly the same rows in the same order
-    for a fraction of the Redis transfer and parsing. Identical as-of reads are asked once.
-    """
-
-    def __init__(self, inner: OnlineStore) -> None:
-        self.inner = inner
-
-    def write(self, source: str, events: Sequence[Event], evict_before: int | None = None) -> None:
-        self.inner.write(source, events, evict_before)
-
-    def read(
-        self, ranges: Sequence[RangeQuery], latest: Sequence[LatestQuery]
-    ) -> tuple[list[list[Row]], list[Row | None]]:
-        spans: dict[tuple[str, str, str], list[int]] = {}
-        for q in ranges:
-            span = spans.get((q.source, q.key, q.value))
-            if span is None:
-                spans[(q.source, q.key, q.value)] = [q.start, q.end]
-            else:
-                span[0] = min(span[0], q.start)
-                span[1] = max(span[1], q.end)
-        unique_latest = list(dict.fromkeys(latest))
-        rows, latest_rows = self.inner.read(
-            [RangeQuery(s, k, v, lo, hi) for (s, k, v), (lo, hi) in spans.items()], unique_latest
-        )
-        cut: dict[tuple[str, str, str], tuple[list[Row], list[int]]] = {
-            key: (found, [ts for ts, _ in found]) for key, found in zip(spans, rows, strict=True)
-        }
-        out: list[list[Row]] = []
-        for q in ranges:
-            found, times = cut[(q.source, q.key, q.value)]
-            out.append(found[bisect.bisect_left(times, q.start) : bisect.bisect_left(times, q.end)])
-        if len(unique_latest) == len(latest):
-            return out, latest_rows
-        index = {q: i for i, q in enumerate(unique_latest)}
-        return out, [latest_rows[index[q]] for q in latest]
-
-    def ping(self) -> bool:
-        return self.inner.ping()
-
-    def clear(self) -> None:
-        self.inner.clear()
 
 
 class _LogWriter:
@@ -209,7 +157,7 @@ class FlightDelayService:
         self.predictor = predictor
         self.store = store
         self.feature_set = feature_set
-        self.executor = OnlineExecutor(feature_set, _CoalescingStore(store))
+        self.executor = OnlineExecutor(feature_set, store)
         self.slot = slot
         self.model_name = model_name
         self.feature_names = feature_set.names

@@ -1,8 +1,8 @@
 """Online executor: features for one request (or a micro-batch) from the state in an online store.
 
-All store reads for a call go out as one batch (one Redis round trip): one range read per
-(source, key) covering the longest window, one "latest" read per as-of source. The window
-aggregates are then cut from that range in Python, summing in time order.
+All store reads for a call go out as one batch (one Redis round trip): one range read per distinct
+(source, key, value) covering every request's longest window, one "latest" read per distinct
+as-of lookup. The window aggregates are then cut from those ranges in Python, summing in time order.
 """
 
 from __future__ import annotations
@@ -64,48 +64,54 @@ class OnlineExecutor:
             return out
         t = [_time(r, fs.request_time) for r in requests]
         columns = {c: np.asarray([_field(r, c) for r in requests]) for c in self._row_inputs}
-        ranges = [
-            RangeQuery(src, key, str(_field(r, key)), t[i] - w, t[i])
-            for i, r in enumerate(requests)
-            for (src, key), w in self._ranges.items()
-        ]
-        latest = [
-            LatestQuery(src, key, str(_field(r, key)), t[i])
-            for i, r in enumerate(requests)
-            for src, key in self._latest
-        ]
-        range_rows, latest_rows = self.store.read(ranges, latest)
-        nr, nl = len(self._ranges), len(self._latest)
-        range_index = {k: j for j, k in enumerate(self._ranges)}
-        latest_index = {k: j for j, k in enumerate(self._latest)}
+        # Requests of a micro-batch share carriers and origins: read each (source, key, value) once,
+        # over the union of the requests' windows, and cut every window from that one sorted range.
+        keys = {k: [str(_field(r, k[1])) for r in requests] for k in [*self._ranges, *self._latest]}
+        spans: dict[tuple[str, str, str], list[int]] = {}
+        for (src, key), w in self._ranges.items():
+            for i, value in enumerate(keys[(src, key)]):
+                span = spans.setdefault((src, key, value), [t[i] - w, t[i]])
+                span[0], span[1] = min(span[0], t[i] - w), max(span[1], t[i])
+        latest = list(
+            dict.fromkeys(
+                LatestQuery(src, key, keys[(src, key)][i], t[i])
+                for i in range(n)
+                for src, key in self._latest
+            )
+        )
+        range_rows, latest_rows = self.store.read(
+            [RangeQuery(src, key, value, lo, hi) for (src, key, value), (lo, hi) in spans.items()], latest
+        )
         # Per range read: its times and one list per value column, so each window is a slice sum.
-        ranges_cut = [
-            ([ts for ts, _ in rows], list(zip(*(v for _, v in rows), strict=True)) if rows else [])
-            for rows in range_rows
-        ]
+        cut = {
+            span: ([ts for ts, _ in rows], list(zip(*(v for _, v in rows), strict=True)) if rows else [])
+            for span, rows in zip(spans, range_rows, strict=True)
+        }
+        found = dict(zip(latest, latest_rows, strict=True))
         for j, f in enumerate(fs.features):
             if isinstance(f, RowFeature):
                 out[:, j] = np.asarray(f.fn(columns), dtype=np.float64)
                 continue
             vi = self._value_index[f.name]
+            values = keys[(f.source, f.key)]
             for i in range(n):
                 if isinstance(f, WindowFeature):
-                    times, cols = ranges_cut[i * nr + range_index[(f.source, f.key)]]
-                    out[i, j] = _window(times, cols[vi] if cols else (), t[i] - f.window_seconds, f.agg)
+                    times, cols = cut[(f.source, f.key, values[i])]
+                    out[i, j] = _window(times, cols[vi] if cols else (), t[i] - f.window_seconds, t[i], f.agg)
                 else:
-                    row = latest_rows[i * nl + latest_index[(f.source, f.key)]]
+                    row = found[LatestQuery(f.source, f.key, values[i], t[i])]
                     fresh = row is not None and t[i] - row[0] <= f.ttl_seconds
                     out[i, j] = row[1][vi] if fresh and row is not None else math.nan
         return out
 
 
-def _window(times: list[int], values: Sequence[float], start: int, agg: str) -> float:
-    # Times are sorted, so the window is a suffix of the range read for the longest window.
+def _window(times: list[int], values: Sequence[float], start: int, end: int, agg: str) -> float:
+    """``agg`` over the events with time in [start, end) of a time-sorted range."""
     lo = bisect.bisect_left(times, start)
-    count = len(times) - lo
+    hi = bisect.bisect_left(times, end)
     if agg == "count":
-        return float(count)
-    return sum(values[lo:]) / count if count else math.nan
+        return float(hi - lo)
+    return sum(values[lo:hi]) / (hi - lo) if hi > lo else math.nan
 
 
 def _field(request: Mapping[str, Any], name: str) -> Any:
