@@ -170,6 +170,9 @@ class PredictionReader:
     def _follow(self, route: Route) -> None:
         from kafka import TopicPartition
 
+        if route.topic == self.route.topic:  # re-published (e.g. deploy recovery): keep reading
+            self.route = route
+            return
         self.route = route
         self.switches.append(route)
         if route.topic is None:

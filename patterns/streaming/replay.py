@@ -96,17 +96,20 @@ class Replayer:
         speed: float = 0.0,
         rate: float = 0.0,
         progress: Callable[[int], None] | None = None,
+        stop_after_s: float | None = None,
     ) -> ReplayStats:
         """Publish events with time in [start, end).
 
         ``speed``: event-time seconds per wall second (0 = no event-time pacing); ``rate``: at most
         that many messages per second (0 = unlimited). Each message carries a ``sent_ms`` header
-        (wall clock) for latency measurements.
+        (wall clock) for latency measurements. ``stop_after_s`` ends the replay early.
         """
         events = events_between(start, end)
         began = time.perf_counter()
-        sent = requests = 0
+        sent = requests = state = 0
         for kind, ts, key, value in self._encoded(events):
+            if stop_after_s is not None and time.perf_counter() - began > stop_after_s:
+                break
             self._pace(began, sent, ts - start, speed, rate)
             headers = [("sent_ms", str(int(time.time() * 1000)).encode())]
             if kind == "scheduled":
@@ -116,6 +119,7 @@ class Replayer:
                 requests += 1
                 sent += 1
             else:
+                state += 1
                 for p in self.partitions:
                     self._producer.send(
                         self.topics.events,
@@ -129,7 +133,7 @@ class Replayer:
             if progress is not None:
                 progress(1)
         self._producer.flush()
-        return ReplayStats(requests, len(events) - requests, sent, time.perf_counter() - began)
+        return ReplayStats(requests, state, sent, time.perf_counter() - began)
 
     def _encoded(self, events: pd.DataFrame) -> Iterator[tuple[str, int, bytes, bytes]]:
         for kind, ts, ident, record in zip(

@@ -169,11 +169,10 @@ class StreamSwitch(Switch):
         return BakeMetrics(len(values), int(np.sum(~np.isfinite(probs))), p99(lat), probs[np.isfinite(probs)])
 
     def shadow(self, slot: Slot | None) -> None:
+        # A staged group already scores every event (it started at the first retained one), so the
+        # "mirrored traffic" is everything it produced, catch-up included: nothing to switch on.
         live = next((s for s in self.versions if s != slot), None)
-        if slot is None or live is None:
-            self._shadow = None
-            return
-        self._shadow = (live, slot, self._ends(self.topics.predictions(self.versions[slot])))
+        self._shadow = None if slot is None or live is None else (live, slot, {})
 
     def shadow_pairs(self) -> tuple[np.ndarray, np.ndarray] | None:
         if self._shadow is None:
