@@ -90,7 +90,8 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None
     run_dir = Path(tempfile.mkdtemp(prefix="mlp-rest-demo-"))
     # Free ports and its own conf.d file: the demo never touches a real rest_api deployment.
     # Its traffic is one client, so guardrails judge from 50 requests instead of 100.
-    config = ColourConfig(ports={Slot.BLUE: _free_port(), Slot.GREEN: _free_port()})
+    ports = {Slot.BLUE: _free_port(), Slot.GREEN: _free_port()}
+    config = ColourConfig(ports=ports, run_dir=run_dir / "run")
     target = build_target(
         config=config,
         front=RestFront(port=_free_port(), name="rest_api_demo"),

@@ -297,8 +297,11 @@ class RestSwitch(Switch):
         return None
 
     def _running_version(self, slot: Slot) -> str | None:
+        """The version the colour's process serves, if it is alive on the configured port."""
         rec = self._record(slot)
-        return rec[1] if rec is not None and self._pid(slot) is not None else None
+        if rec is None or rec[2] != self.config.ports[slot] or self._pid(slot) is None:
+            return None
+        return rec[1]
 
     def _expected_version(self, slot: Slot) -> str | None:
         rec = self._record(slot)
