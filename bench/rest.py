@@ -267,6 +267,7 @@ def _table(rows: list[tuple[str, float, float, float, float, int]], version: str
         print(f"{name:<22}{p50:>8.2f}{p99:>8.2f}{rps:>9.0f}{p99l:>9.1f}{failed:>8}"
               f"{rps / bento[3]:>11.2f}{rps / noop[3]:>9.2f}")  # fmt: skip
     ours = by["rest app (nginx)"]
+
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
