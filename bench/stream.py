@@ -111,14 +111,16 @@ def _latency(
             ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         samples: list[float] = []
+        inside: list[float] = []  # worker only: publish -> prediction handed to the producer
         stop = threading.Event()
-        reader = threading.Thread(target=_measure, args=(bootstrap, sink, samples, stop))
+        reader = threading.Thread(target=_measure, args=(bootstrap, sink, samples, inside, stop))
         reader.start()
         try:
             # Warm up (process start, history bootstrap) on a few events, then measure at the rate.
             replayer.replay(start, start + 1800)
             time.sleep(8.0)
             samples.clear()
+            inside.clear()
             replayer.replay(start + 1800, start + 1800 + 86400 * 30, rate=rate, stop_after_s=seconds)
             time.sleep(2.0)
         finally:
@@ -128,10 +130,14 @@ def _latency(
             proc.wait(timeout=30)
             replayer.close()
         out[name] = np.asarray(samples)
+        if inside:
+            out["worker_inside"] = np.asarray(inside)
     return out
 
 
-def _measure(bootstrap: str, topic: str, samples: list[float], stop: threading.Event) -> None:
+def _measure(
+    bootstrap: str, topic: str, samples: list[float], inside: list[float], stop: threading.Event
+) -> None:
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
@@ -143,9 +149,13 @@ def _measure(bootstrap: str, topic: str, samples: list[float], stop: threading.E
             now = time.time() * 1000
             for m in msgs:
                 sent = dict(m.headers or ()).get("sent_ms")
-                value = int(sent) if sent else json.loads(m.value).get("sent_ms")
-                if value:
-                    samples.append(now - value)
+                if sent:
+                    samples.append(now - int(sent))
+                    continue
+                body = json.loads(m.value)
+                if body.get("sent_ms"):
+                    samples.append(now - body["sent_ms"])
+                    inside.append(body["produced_ms"] - body["sent_ms"])
     consumer.close()
 
 
@@ -158,6 +168,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="messages per poll, both loops")
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s for the latency run")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the latency run")
+    parser.add_argument("--latency-only", action="store_true", help="skip the throughput run")
     parser.add_argument(
         "--raw-loop", nargs=4, metavar=("BOOTSTRAP", "SOURCE", "SINK", "BATCH"), help=argparse.SUPPRESS
     )
@@ -174,7 +185,9 @@ def main() -> None:
         print("training a small model (January, 50 iterations) ...", flush=True)
         train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=registry)
         predictor = Predictor(registry.get("v1"), FLIGHT_FEATURES.fingerprint())
-        t = _throughput(args.bootstrap, predictor, args.days, args.batch)
+        t = {"messages": 0.0, "raw_eps": float("nan"), "worker_eps": float("nan")}
+        if not args.latency_only:
+            t = _throughput(args.bootstrap, predictor, args.days, args.batch)
         lat = _latency(args.bootstrap, registry.root, args.rate, args.seconds, args.batch)
 
     ratio = t["worker_eps"] / t["raw_eps"]
@@ -185,8 +198,13 @@ def main() -> None:
           f"{'met' if ratio >= 0.6 else 'NOT met'}")  # fmt: skip
     print(f"\nevent-to-output latency at {args.rate:,.0f} events/s for {args.seconds:.0f}s (ms)")
     print(f"  {'':28} {'n':>7} {'p50':>8} {'p99':>8}")
-    for name, label in (("raw", "raw consume->produce loop"), ("worker", "streaming worker")):
-        s = lat[name]
+    labels = (
+        ("raw", "raw consume->produce loop"),
+        ("worker", "streaming worker"),
+        ("worker_inside", "  of which publish->produce"),
+    )
+    for name, label in labels:
+        s = lat.get(name, np.empty(0))
         p50, p99 = (np.percentile(s, 50), np.percentile(s, 99)) if len(s) else (float("nan"),) * 2
         print(f"  {label:28} {len(s):>7,} {p50:>8.1f} {p99:>8.1f}")
     w = lat["worker"]
