@@ -137,9 +137,16 @@ class PredictionReader:
         self.served_until: dict[int, int] = {}
         self._served: dict[str, int] = {}
         self.duplicates_dropped = 0
+        self.control_check_s = 0.5
+        self._next_check = 0.0
 
     def poll(self, timeout_ms: int = 200) -> list[Served]:
-        route = self._control.poll(timeout_ms=0)
+        # Read the control topic to its end at least every ``control_check_s``: a reader never
+        # serves from a topic whose replacement was published longer ago than that.
+        check = time.monotonic() >= self._next_check
+        if check:
+            self._next_check = time.monotonic() + self.control_check_s
+        route = self._control.poll(timeout_ms=0, to_end=check)
         if route.seq != self.route.seq:
             self._follow(route)
         if self.route.topic is None:
