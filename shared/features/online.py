@@ -1,13 +1,13 @@
 """Online executor: features for one request (or a micro-batch) from the state in an online store.
 
-All store reads for a call go out as one batch (one Redis round trip): one range read per distinct
-(source, key, value) covering every request's longest window, one "latest" read per distinct
-as-of lookup. The window aggregates are then cut from those ranges in Python, summing in time order.
+All store reads for a call go out as one batch (one Redis round trip): one (count, sum) per distinct
+window and one "latest" read per distinct as-of lookup. The store aggregates next to the data (a Lua
+script in Redis), so a request costs a few numbers on the wire, not the hundreds of events in its
+24-hour windows.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from shared.features.definitions import AsOfFeature, FeatureSet, RowFeature, WindowFeature
-from shared.features.stores import LatestQuery, OnlineStore, RangeQuery
+from shared.features.stores import LatestQuery, OnlineStore, WindowQuery
 
 __all__ = ["OnlineExecutor", "RequestError"]
 
@@ -36,15 +36,7 @@ class OnlineExecutor:
         self.store = store
         fs = feature_set
         self._row_inputs = sorted({c for f in fs.features if isinstance(f, RowFeature) for c in f.inputs})
-        # (source, key) -> longest window; (source, key) pairs for as-of reads.
-        self._ranges: dict[tuple[str, str], int] = {}
-        self._latest: list[tuple[str, str]] = []
-        for f in fs.features:
-            if isinstance(f, WindowFeature):
-                k = (f.source, f.key)
-                self._ranges[k] = max(self._ranges.get(k, 0), f.window_seconds)
-            elif isinstance(f, AsOfFeature) and (f.source, f.key) not in self._latest:
-                self._latest.append((f.source, f.key))
+        self._lookups = [f for f in fs.features if isinstance(f, AsOfFeature | WindowFeature)]
         self._value_index = {
             f.name: fs.source(f.source).value_columns.index(f.value)
             for f in fs.features
@@ -64,54 +56,39 @@ class OnlineExecutor:
             return out
         t = [_time(r, fs.request_time) for r in requests]
         columns = {c: np.asarray([_field(r, c) for r in requests]) for c in self._row_inputs}
-        # Requests of a micro-batch share carriers and origins: read each (source, key, value) once,
-        # over the union of the requests' windows, and cut every window from that one sorted range.
-        keys = {k: [str(_field(r, k[1])) for r in requests] for k in [*self._ranges, *self._latest]}
-        spans: dict[tuple[str, str, str], list[int]] = {}
-        for (src, key), w in self._ranges.items():
-            for i, value in enumerate(keys[(src, key)]):
-                span = spans.setdefault((src, key, value), [t[i] - w, t[i]])
-                span[0], span[1] = min(span[0], t[i] - w), max(span[1], t[i])
-        latest = list(
-            dict.fromkeys(
-                LatestQuery(src, key, keys[(src, key)][i], t[i])
-                for i in range(n)
-                for src, key in self._latest
-            )
-        )
-        range_rows, latest_rows = self.store.read(
-            [RangeQuery(src, key, value, lo, hi) for (src, key, value), (lo, hi) in spans.items()], latest
-        )
-        # Per range read: its times and one list per value column, so each window is a slice sum.
-        cut = {
-            span: ([ts for ts, _ in rows], list(zip(*(v for _, v in rows), strict=True)) if rows else [])
-            for span, rows in zip(spans, range_rows, strict=True)
-        }
-        found = dict(zip(latest, latest_rows, strict=True))
+        # Requests of a micro-batch share carriers, origins and often times: ask each distinct
+        # window and as-of lookup once. The store returns (count, sum) per window, not the events.
+        keys = {(f.source, f.key): [str(_field(r, f.key)) for r in requests] for f in self._lookups}
+        windows: dict[WindowQuery, int] = {}
+        latest: dict[LatestQuery, int] = {}
+        for lookup in self._lookups:
+            column = self._value_index[lookup.name]
+            values = keys[(lookup.source, lookup.key)]
+            for i in range(n):
+                if isinstance(lookup, WindowFeature):
+                    q = WindowQuery(
+                        lookup.source, lookup.key, values[i], t[i] - lookup.window_seconds, t[i], column
+                    )
+                    windows.setdefault(q, len(windows))
+                else:
+                    latest.setdefault(LatestQuery(lookup.source, lookup.key, values[i], t[i]), len(latest))
+        aggregates, latest_rows = self.store.read(list(windows), list(latest))
         for j, f in enumerate(fs.features):
             if isinstance(f, RowFeature):
                 out[:, j] = np.asarray(f.fn(columns), dtype=np.float64)
                 continue
-            vi = self._value_index[f.name]
+            column = self._value_index[f.name]
             values = keys[(f.source, f.key)]
             for i in range(n):
                 if isinstance(f, WindowFeature):
-                    times, cols = cut[(f.source, f.key, values[i])]
-                    out[i, j] = _window(times, cols[vi] if cols else (), t[i] - f.window_seconds, t[i], f.agg)
+                    q = WindowQuery(f.source, f.key, values[i], t[i] - f.window_seconds, t[i], column)
+                    count, total = aggregates[windows[q]]
+                    out[i, j] = float(count) if f.agg == "count" else (total / count if count else math.nan)
                 else:
-                    row = found[LatestQuery(f.source, f.key, values[i], t[i])]
+                    row = latest_rows[latest[LatestQuery(f.source, f.key, values[i], t[i])]]
                     fresh = row is not None and t[i] - row[0] <= f.ttl_seconds
-                    out[i, j] = row[1][vi] if fresh and row is not None else math.nan
+                    out[i, j] = row[1][column] if fresh and row is not None else math.nan
         return out
-
-
-def _window(times: list[int], values: Sequence[float], start: int, end: int, agg: str) -> float:
-    """``agg`` over the events with time in [start, end) of a time-sorted range."""
-    lo = bisect.bisect_left(times, start)
-    hi = bisect.bisect_left(times, end)
-    if agg == "count":
-        return float(hi - lo)
-    return sum(values[lo:hi]) / (hi - lo) if hi > lo else math.nan
 
 
 def _field(request: Mapping[str, Any], name: str) -> Any:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from shared.features.definitions import EventSource
 
-__all__ = ["EmbeddedStore", "Event", "LatestQuery", "OnlineStore", "RangeQuery", "RedisStore"]
+__all__ = ["EmbeddedStore", "Event", "LatestQuery", "OnlineStore", "RedisStore", "WindowQuery"]
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,16 @@ class Event:
 
 
 @dataclass(frozen=True)
-class RangeQuery:
-    """Events of ``source`` with ``key == value`` and time in ``[start, end)``."""
+class WindowQuery:
+    """Count and sum of value column ``column`` over events of ``source`` with ``key == value`` and
+    time in ``[start, end)``."""
 
     source: str
     key: str
     value: str
     start: int
     end: int
+    column: int
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class LatestQuery:
 
 
 Row = tuple[int, tuple[float, ...]]
+#: (count, sum) of one window
+Aggregate = tuple[int, float]
 
 
 def _decode(member: str) -> tuple[float, ...]:
@@ -80,8 +84,8 @@ class OnlineStore(Protocol):
     def write(self, source: str, events: Sequence[Event], evict_before: int | None = None) -> None: ...
 
     def read(
-        self, ranges: Sequence[RangeQuery], latest: Sequence[LatestQuery]
-    ) -> tuple[list[list[Row]], list[Row | None]]: ...
+        self, windows: Sequence[WindowQuery], latest: Sequence[LatestQuery]
+    ) -> tuple[list[Aggregate], list[Row | None]]: ...
 
     def ping(self) -> bool: ...
 
@@ -123,20 +127,21 @@ class EmbeddedStore:
                 del rows[:cut]
 
     def read(
-        self, ranges: Sequence[RangeQuery], latest: Sequence[LatestQuery]
-    ) -> tuple[list[list[Row]], list[Row | None]]:
-        range_rows: list[list[Row]] = []
-        for q in ranges:
+        self, windows: Sequence[WindowQuery], latest: Sequence[LatestQuery]
+    ) -> tuple[list[Aggregate], list[Row | None]]:
+        aggregates: list[Aggregate] = []
+        for q in windows:
             rows = self._data.get(_key(q.source, q.key, q.value), [])
             lo = bisect.bisect_left(rows, (q.start, ""), key=_order)
             hi = bisect.bisect_left(rows, (q.end, ""), key=_order)
-            range_rows.append([(ts, v) for ts, _, v in rows[lo:hi]])
+            # Summed in time order, like the Redis script, so both stores give the same float.
+            aggregates.append((hi - lo, _sum(row[2][q.column] for row in rows[lo:hi])))
         latest_rows: list[Row | None] = []
         for lq in latest:
             rows = self._data.get(_key(lq.source, lq.key, lq.value), [])
             i = bisect.bisect_left(rows, (lq.at + 1, ""), key=_order) - 1
             latest_rows.append((rows[i][0], rows[i][2]) if i >= 0 else None)
-        return range_rows, latest_rows
+        return aggregates, latest_rows
 
     def ping(self) -> bool:
         return True
@@ -160,6 +165,7 @@ class RedisStore:
         import redis  # the client is only needed when this backend is chosen
 
         self._redis: Any = redis.Redis.from_url(url, decode_responses=True)
+        self._windows = self._redis.register_script(_WINDOWS_LUA)
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
 
@@ -183,21 +189,29 @@ class RedisStore:
         pipe.execute()
 
     def read(
-        self, ranges: Sequence[RangeQuery], latest: Sequence[LatestQuery]
-    ) -> tuple[list[list[Row]], list[Row | None]]:
+        self, windows: Sequence[WindowQuery], latest: Sequence[LatestQuery]
+    ) -> tuple[list[Aggregate], list[Row | None]]:
         pipe = self._redis.pipeline(transaction=False)
-        for q in ranges:
-            pipe.zrangebyscore(self._name(q.source, q.key, q.value), q.start, f"({q.end}", withscores=True)
+        if windows:
+            names = list(dict.fromkeys(self._name(q.source, q.key, q.value) for q in windows))
+            index = {name: i + 1 for i, name in enumerate(names)}  # Lua is 1-based
+            args: list[int] = []
+            for q in windows:
+                args += [index[self._name(q.source, q.key, q.value)], q.start, q.end, q.column + 2]
+            self._windows(keys=names, args=args, client=pipe)
         for lq in latest:
             pipe.zrevrangebyscore(
                 self._name(lq.source, lq.key, lq.value), lq.at, "-inf", start=0, num=1, withscores=True
             )
         replies = pipe.execute()
-        range_rows = [[(int(score), _decode(m)) for m, score in reply] for reply in replies[: len(ranges)]]
-        latest_rows: list[Row | None] = []
-        for reply in replies[len(ranges) :]:
-            latest_rows.append((int(reply[0][1]), _decode(reply[0][0])) if reply else None)
-        return range_rows, latest_rows
+        aggregates: list[Aggregate] = []
+        if windows:
+            flat = replies.pop(0)
+            aggregates = [(int(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+        latest_rows: list[Row | None] = [
+            (int(reply[0][1]), _decode(reply[0][0])) if reply else None for reply in replies
+        ]
+        return aggregates, latest_rows
 
     def ping(self) -> bool:
         return bool(self._redis.ping())
@@ -210,6 +224,36 @@ class RedisStore:
                 self._redis.delete(*names)
             if cursor == 0:
                 break
+
+
+def _sum(values: Iterable[float]) -> float:
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
+# Count and sum of each window inside Redis: hundreds of members per window never cross the wire.
+# ARGV holds (key index, start, end, field) per window; the field is the position of the value in
+# "<id>|<v1>|<v2>...". Sums run in score order, as in EmbeddedStore, and %.17g round-trips doubles.
+_WINDOWS_LUA = """
+local out = {}
+for w = 1, #ARGV, 4 do
+  local members = redis.call('ZRANGEBYSCORE', KEYS[tonumber(ARGV[w])], ARGV[w + 1], '(' .. ARGV[w + 2])
+  local field = tonumber(ARGV[w + 3])
+  local total = 0.0
+  for _, m in ipairs(members) do
+    local i = 0
+    for v in string.gmatch(m, '[^|]+') do
+      i = i + 1
+      if i == field then total = total + tonumber(v) break end
+    end
+  end
+  out[#out + 1] = tostring(#members)
+  out[#out + 1] = string.format('%.17g', total)
+end
+return out
+"""
 
 
 def _order(row: tuple[int, str, tuple[float, ...]]) -> tuple[int, str]:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from shared.example.flights import FLIGHT_FEATURES, WEATHER_FIELDS
 from shared.features import EmbeddedStore, OfflineExecutor, OnlineExecutor, StreamingExecutor
-from shared.features.stores import Event, RangeQuery
+from shared.features.stores import Event, WindowQuery
 
 T0 = 1_370_000_000  # June 2013
 # Shorter than the retention (25 h), so loading the online store in one go evicts nothing.
@@ -178,5 +178,6 @@ def test_state_older_than_retention_is_evicted_and_duplicates_are_idempotent() -
     executor.observe("departures", {**base, "event_id": "dup", "dep_ts": T0 + 100})  # redelivered
     retention = FLIGHT_FEATURES.retention_seconds("departures")
     executor.observe("departures", {**base, "event_id": "new", "dep_ts": T0 + retention + 1})
-    (rows,), _ = store.read([RangeQuery("departures", "carrier", "AA", 0, 2**40)], [])
-    assert [ts for ts, _ in rows] == [T0 + 100, T0 + retention + 1]
+    everything = WindowQuery("departures", "carrier", "AA", 0, 2**40, 0)
+    early = WindowQuery("departures", "carrier", "AA", 0, T0 + 101, 0)
+    assert store.read([everything, early], [])[0] == [(2, 10.0), (1, 5.0)]  # "old" evicted, "dup" once

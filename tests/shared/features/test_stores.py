@@ -11,7 +11,7 @@ import pytest
 from shared.example.data import departures, load_flights, load_weather
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import EmbeddedStore, OnlineExecutor, RedisStore, StreamingExecutor
-from shared.features.stores import Event, LatestQuery, OnlineStore, RangeQuery
+from shared.features.stores import Event, LatestQuery, OnlineStore, WindowQuery
 
 
 @pytest.fixture
@@ -34,8 +34,8 @@ def _random_events(rng: random.Random, n: int) -> list[Event]:
 
 
 def _read_all(store: OnlineStore, rng: random.Random) -> tuple[list, list]:
-    ranges = [
-        RangeQuery("departures", key, value, start, start + rng.randrange(0, 4000))
+    windows = [
+        WindowQuery("departures", key, value, start, start + rng.randrange(0, 4000), 0)
         for key, value in (("carrier", "A"), ("carrier", "B"), ("origin", "X"), ("origin", "Y"))
         for start in (rng.randrange(-500, 10_500) for _ in range(5))
     ]
@@ -44,12 +44,13 @@ def _read_all(store: OnlineStore, rng: random.Random) -> tuple[list, list]:
         for value in ("X", "Y", "Z")
         for _ in range(5)
     ]
-    return store.read(ranges, latest)
+    return store.read(windows, latest)
 
 
 def test_embedded_and_redis_stores_agree_on_random_writes_reads_and_evictions(redis_store) -> None:
     rng = random.Random(7)
     embedded = EmbeddedStore()
+    seen_nonempty = False
     for round_ in range(4):
         events = _random_events(rng, 300)
         evict = None if round_ < 2 else rng.randrange(0, 5000)
@@ -59,7 +60,23 @@ def test_embedded_and_redis_stores_agree_on_random_writes_reads_and_evictions(re
         expected = _read_all(embedded, rng)
         rng.setstate(state)
         assert _read_all(redis_store, rng) == expected
-    assert redis_store.ping()
+        seen_nonempty |= any(count for count, _ in expected[0])
+    assert seen_nonempty and redis_store.ping()
+
+
+def test_window_sums_keep_full_float_precision_in_redis(redis_store) -> None:
+    values = [0.1, 1e-17, 123456.789, -2.5e300, 2.5e300, 1 / 3]
+    events = [
+        Event(ts=i, event_id=f"p{i}", keys=(("carrier", "A"),), values=(v,)) for i, v in enumerate(values)
+    ]
+    redis_store.write("departures", events)
+    embedded = EmbeddedStore()
+    embedded.write("departures", events)
+    query = [WindowQuery("departures", "carrier", "A", 0, 100, 0)]
+    expected = 0.0
+    for v in values:
+        expected += v
+    assert redis_store.read(query, []) == embedded.read(query, []) == ([(len(values), expected)], [])
 
 
 def test_online_features_from_redis_equal_the_embedded_store_on_a_real_day(redis_store) -> None:
