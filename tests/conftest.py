@@ -10,9 +10,15 @@ A server that cannot start fails the test with the server's log tail; nothing is
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from shared import services
+from shared.example.train import TrainingConfig, train
+from shared.registry import Registry
 from shared.services import Endpoint, ServiceError
 
 
@@ -46,3 +52,31 @@ def nginx_server() -> Endpoint:
     """nginx: ``url`` is ``http://127.0.0.1:<port>``; ``extra["conf_d"]`` is the include directory
     (see ``shared.services.nginx.conf_dir()`` and ``reload()``)."""
     return _up("nginx")
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding v1 and v2, trained once per session on January (v2: other capacity).
+
+    Tests copy it (the ``copy_registry`` fixture) into their own MLPATTERNS_HOME, so none can
+    disturb another.
+    """
+    root = tmp_path_factory.mktemp("trained") / "registry"
+    registry = Registry(root)
+    train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=registry)
+    train(
+        TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=30, learning_rate=0.2),
+        registry=registry,
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def copy_registry(trained_registry: Path) -> Callable[[Path], Registry]:
+    """``copy_registry(home)``: a private copy of the session's v1 and v2 under ``home/registry``."""
+
+    def copy(home: Path) -> Registry:
+        shutil.copytree(trained_registry, home / "registry", dirs_exist_ok=True)
+        return Registry(home / "registry")
+
+    return copy

@@ -8,14 +8,13 @@ drops its tables afterwards.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from patterns.batch_db.store import PredictionTableStore, open_store
 from shared.example.flights import FLIGHT_FEATURES
-from shared.example.train import TrainingConfig, train
 from shared.predictor import Predictor
 from shared.registry import Registry
 
@@ -24,15 +23,10 @@ DAY = "2013-03-01"
 
 
 @pytest.fixture(scope="session")
-def batch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def batch_home(tmp_path_factory: pytest.TempPathFactory, copy_registry: Callable[[Path], Registry]) -> Path:
     """MLPATTERNS_HOME whose registry holds v1 and v2 (both trained on January, v2 with larger steps)."""
     home = tmp_path_factory.mktemp("batch_home")
-    registry = Registry(home / "registry")
-    train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=registry)
-    train(
-        TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=30, learning_rate=0.2),
-        registry=registry,
-    )
+    copy_registry(home)
     return home
 
 

@@ -37,7 +37,6 @@ from patterns.rest_api.loader import load_history, parse_until
 from patterns.rest_api.service import build_store
 from shared.example.data import load_flights
 from shared.example.flights import FLIGHT_FEATURES
-from shared.example.train import TrainingConfig, train
 from shared.features import StreamingExecutor
 from shared.registry import ModelVersion, Registry
 
@@ -105,26 +104,20 @@ def rest_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def rest_registry(rest_home: Path) -> Registry:
-    return Registry(rest_home / "registry")
+def rest_registry(rest_home: Path, copy_registry: Callable[[Path], Registry]) -> Registry:
+    return copy_registry(rest_home)
 
 
 @pytest.fixture(scope="session")
 def rest_model(rest_registry: Registry) -> ModelVersion:
     """v1: one month, 50 iterations."""
-    existing = {m.version for m in rest_registry.list()}
-    if "v1" in existing:
-        return rest_registry.get("v1")
-    return train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=rest_registry)
+    return rest_registry.get("v1")
 
 
 @pytest.fixture(scope="session")
 def rest_model_v2(rest_model: ModelVersion, rest_registry: Registry) -> ModelVersion:
-    """v2: same month, other capacity (trained only when a test asks for it)."""
-    if "v2" in {m.version for m in rest_registry.list()}:
-        return rest_registry.get("v2")
-    config = TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=30, learning_rate=0.2)
-    return train(config, registry=rest_registry)
+    """v2: same month, other capacity."""
+    return rest_registry.get("v2")
 
 
 def new_store(redis_url: str) -> RestStore:

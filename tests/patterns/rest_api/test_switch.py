@@ -122,12 +122,19 @@ def world(
         switch.close()
 
 
+def _closed_idle_connection(exc: httpx.HTTPError) -> bool:
+    # The old worker closed the idle keep-alive connection as the request went out: either a clean
+    # close before any response, or a reset when the request reached the closed socket.
+    text = str(exc)
+    return "without sending a response" in text or "Connection reset by peer" in text
+
+
 class Load:
     """Concurrent clients through nginx until stopped: half keep connections alive, half do not.
 
     A keep-alive client retries a request only when nginx closed the idle connection before
-    sending any response (a graceful reload closes idle connections; RFC 9112 9.3.1 lets clients
-    retry then, and scoring is idempotent). Every other failure, and any second failure, counts.
+    sending any response, cleanly or by a reset (a graceful reload closes idle connections; RFC 9112
+    9.3.1 lets clients retry then, and scoring is idempotent). Every other failure, and any second failure, counts.
     """
 
     def __init__(self, url: str, bodies: list[dict[str, Any]], threads: int = 8) -> None:
@@ -166,8 +173,8 @@ class Load:
                 for attempt in (1, 2):
                     try:
                         resp = client.post(self.url, json=body)
-                    except httpx.RemoteProtocolError as exc:
-                        if keepalive and attempt == 1 and "without sending a response" in str(exc):
+                    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                        if keepalive and attempt == 1 and _closed_idle_connection(exc):
                             with self.lock:
                                 self.retried += 1
                             continue

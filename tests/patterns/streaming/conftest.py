@@ -25,7 +25,6 @@ from patterns.streaming.replay import day_window
 from patterns.streaming.switch import WorkerPool
 from shared.example.data import departures, load_flights, load_weather
 from shared.example.flights import FLIGHT_FEATURES
-from shared.example.train import TrainingConfig, train
 from shared.features import OfflineExecutor
 from shared.predictor import Predictor
 from shared.registry import Registry
@@ -35,15 +34,10 @@ DAY = "2013-02-14"
 
 
 @pytest.fixture(scope="session")
-def stream_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def stream_home(tmp_path_factory: pytest.TempPathFactory, copy_registry: Callable[[Path], Registry]) -> Path:
     """MLPATTERNS_HOME with a registry holding v1 and v2 (both January, different capacity)."""
     home = tmp_path_factory.mktemp("stream_home")
-    registry = Registry(home / "registry")
-    train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=registry)
-    train(
-        TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=30, learning_rate=0.2),
-        registry=registry,
-    )
+    copy_registry(home)
     return home
 
 

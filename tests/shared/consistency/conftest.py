@@ -22,7 +22,6 @@ from shared.consistency import replay_serving
 from shared.consistency.drift import training_features
 from shared.example.data import departures, load_flights, load_weather
 from shared.example.flights import FLIGHT_FEATURES
-from shared.example.train import TrainingConfig, train
 from shared.predictor import Predictor
 from shared.predlog import PredictionLog
 from shared.registry import ModelVersion, Registry
@@ -48,9 +47,9 @@ class World:
 
 
 @pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    root = tmp_path_factory.mktemp("consistency") / "registry"
-    model = train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=Registry(root))
+def world(tmp_path_factory: pytest.TempPathFactory, copy_registry: Callable[[Path], Registry]) -> World:
+    registry = copy_registry(tmp_path_factory.mktemp("consistency"))
+    root, model = registry.root, registry.get("v1")
     every = load_flights()
     sources = {"departures": departures(every), "weather": load_weather()}
     requests = every[(every["month"] == 1) & every["day"].isin(SERVED_DAYS)].reset_index(drop=True)
