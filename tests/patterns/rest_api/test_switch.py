@@ -134,7 +134,8 @@ class Load:
 
     A keep-alive client retries a request only when nginx closed the idle connection before
     sending any response, cleanly or by a reset (a graceful reload closes idle connections; RFC 9112
-    9.3.1 lets clients retry then, and scoring is idempotent). Every other failure, and any second failure, counts.
+    9.3.1 lets clients retry then, and scoring is idempotent). Every other failure, and any second
+    failure, counts.
     """
 
     def __init__(self, url: str, bodies: list[dict[str, Any]], threads: int = 8) -> None:
