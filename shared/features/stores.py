@@ -243,11 +243,10 @@ for w = 1, #ARGV, 4 do
   local field = tonumber(ARGV[w + 3])
   local total = 0.0
   for _, m in ipairs(members) do
-    local i = 0
-    for v in string.gmatch(m, '[^|]+') do
-      i = i + 1
-      if i == field then total = total + tonumber(v) break end
-    end
+    local s = 0
+    for _ = 2, field do s = string.find(m, '|', s + 1, true) end
+    local e = string.find(m, '|', s + 1, true)
+    total = total + tonumber(string.sub(m, s + 1, e and e - 1 or -1))
   end
   out[#out + 1] = tostring(#members)
   out[#out + 1] = string.format('%.17g', total)
