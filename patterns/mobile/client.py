@@ -22,11 +22,22 @@ from patterns.mobile.inputs import encode
 from patterns.mobile.manifest import Entry, choose
 from shared.registry import sha256_file
 
-__all__ = ["MobileClient", "TamperedModel"]
+__all__ = ["MobileClient", "TamperedModel", "run_interpreter"]
 
 
 class TamperedModel(RuntimeError):
     """The downloaded model's sha256 differs from the manifest's: it is never loaded."""
+
+
+def run_interpreter(interp: Any, raw: np.ndarray) -> np.ndarray:
+    """Probabilities from a LiteRT interpreter for int32 ``raw [N, 13]`` rows (any batch size)."""
+    raw = np.ascontiguousarray(raw, dtype=np.int32)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    interp.resize_tensor_input(inp["index"], raw.shape)
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], raw)
+    interp.invoke()
+    return np.asarray(interp.get_tensor(out["index"]), np.float64).ravel()
 
 
 class MobileClient:
@@ -71,14 +82,7 @@ class MobileClient:
         """Probabilities for int32 ``raw [N, 13]`` rows (see ``patterns.mobile.inputs``)."""
         if self._interpreter is None:
             raise RuntimeError("no model yet: call sync() first")
-        raw = np.ascontiguousarray(raw, dtype=np.int32)
-        interp = self._interpreter
-        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-        interp.resize_tensor_input(inp["index"], raw.shape)
-        interp.allocate_tensors()
-        interp.set_tensor(inp["index"], raw)
-        interp.invoke()
-        return np.asarray(interp.get_tensor(out["index"]), np.float64).ravel()
+        return run_interpreter(self._interpreter, raw)
 
     def predict(self, requests: Iterable[Mapping[str, Any]]) -> np.ndarray:
         """Probabilities for raw request dicts (year, month, day, hour, minute, carrier, origin, dest,

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from patterns.mobile.client import run_interpreter
 from patterns.mobile.inputs import INPUT_NAME, MOBILE_FEATURES, N_RAW, OUTPUT_NAME
 from patterns.mobile.model import build_module, heldout, load_params, mobile_registry, predict_tf
 from patterns.mobile.parity import FORMATS, ParityError, ParityReport, compare
@@ -148,13 +149,7 @@ def run_artifact(fmt: str, path: Path, raw: np.ndarray) -> np.ndarray:
     if fmt.startswith("tflite_"):
         from ai_edge_litert.interpreter import Interpreter
 
-        interp = Interpreter(model_path=str(path), num_threads=1)
-        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-        interp.resize_tensor_input(inp["index"], raw.shape)
-        interp.allocate_tensors()
-        interp.set_tensor(inp["index"], raw)
-        interp.invoke()
-        return np.asarray(interp.get_tensor(out["index"]), np.float64).ravel()
+        return run_interpreter(Interpreter(model_path=str(path), num_threads=1), raw)
     if fmt == "onnx":
         import onnxruntime as ort
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from shared.consistency.config import Thresholds, load_thresholds
+from shared.consistency.features import served_features
 from shared.consistency.report import CheckResult, Finding, Status
 from shared.deploy.metrics import psi
 from shared.features import FeatureSet, RowFeature
@@ -87,9 +88,7 @@ def check_drift(
         result.notes.append(
             f"training window of {model.version}: months {model.training.get('train_months')}"
         )
-    serving = pd.DataFrame(
-        [[_number(r["features"].get(n)) for n in fs.names] for r in rows], columns=fs.names, dtype=np.float64
-    )
+    serving = pd.DataFrame(served_features(rows, fs.names), columns=fs.names)
     result.notes.append(f"{len(training):,} training rows vs {len(serving):,} serving rows")
     categorical = {f.name for f in fs.features if isinstance(f, RowFeature) and f.dtype == "category"}
     for name in fs.names:
@@ -107,13 +106,6 @@ def check_drift(
             "categorical": name in categorical,
         }
     return result
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value) if value is not None else np.nan
-    except (TypeError, ValueError):
-        return np.nan
 
 
 def _measure(

@@ -21,7 +21,7 @@ from shared.consistency.report import CheckResult, Finding, Status
 from shared.features import FeatureSet, OfflineExecutor
 from shared.registry import FingerprintMismatch, IntegrityError, Registry
 
-__all__ = ["check_features", "default_sources", "load_records"]
+__all__ = ["check_features", "default_sources", "load_records", "logged_value", "served_features"]
 
 _PLOT_SAMPLE = 3000
 
@@ -80,7 +80,7 @@ def check_features(
         return result
     events = _around(requests[fs.request_time].to_numpy(np.int64), sources or default_sources(), fs)
     offline = OfflineExecutor(fs).compute(requests, events).to_numpy(np.float64)
-    served = np.array([[_number(r["features"].get(n)) for n in fs.names] for r in rows], dtype=np.float64)
+    served = served_features(rows, fs.names)
     logged = np.array([[n in r["features"] for n in fs.names] for r in rows], dtype=bool)
     patterns = Counter(str(r.get("pattern", "?")) for r in rows)
     result.notes.append(
@@ -119,7 +119,13 @@ def _around(t: np.ndarray, sources: Mapping[str, pd.DataFrame], fs: FeatureSet) 
     return out
 
 
-def _number(value: Any) -> float:
+def served_features(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.ndarray:
+    """The features logged with ``rows`` as a float matrix in ``names`` order (NaN where missing)."""
+    return np.array([[logged_value(r["features"].get(n)) for n in names] for r in rows], dtype=np.float64)
+
+
+def logged_value(value: Any) -> float:
+    """A logged feature or prediction as a float (null or unparsable -> NaN)."""
     try:
         return float(value) if value is not None else np.nan
     except (TypeError, ValueError):
@@ -198,7 +204,7 @@ def _predictions(
     from shared.predictor import Predictor
 
     registry = registry or Registry()
-    logged = np.array([_number(r.get("prediction")) for r in rows])
+    logged = np.array([logged_value(r.get("prediction")) for r in rows])
     model_on_served = np.full(len(rows), np.nan)
     model_on_offline = np.full(len(rows), np.nan)
     versions = np.array([str(r.get("model_version")) for r in rows])
