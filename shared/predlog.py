@@ -4,6 +4,11 @@ One JSON object per line: ``ts`` (wall clock), ``pattern``, ``model_version``, `
 ``request`` fields, the ``features`` the path used (name -> value, NaN written as null) and the
 ``prediction``. Files rotate by size (``predictions-000001.jsonl``, …) under
 ``$MLPATTERNS_HOME/logs/<pattern>/``; the validator reads all of them.
+
+Batch paths log a whole frame at once with ``write_frame``: one Parquet file per call
+(``predictions-f<time_ns>.parquet``, columns ``request.<field>``, ``features.<name>`` beside the
+scalar fields), because serialising 336,776 rows to JSON one by one cost as long as writing them to
+HBase. ``iter_records`` returns both kinds as the same dicts.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import settings
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 __all__ = ["PredictionLog", "iter_records", "log_dir"]
 
@@ -88,6 +97,42 @@ class PredictionLog:
                 self._index += 1
                 self._file = self._open()
 
+    def write_frame(
+        self,
+        request_ids: Sequence[str],
+        requests: pd.DataFrame,
+        features: pd.DataFrame,
+        predictions: np.ndarray,
+        *,
+        model_version: str,
+    ) -> Path:
+        """Log a batch of rows as one Parquet file (same records as ``write_many``); returns its path."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        n = len(request_ids)
+        if not (len(requests) == len(features) == len(predictions) == n):
+            raise ValueError(
+                f"write_frame: {n} ids, {len(requests)} requests, {len(features)} feature rows and "
+                f"{len(predictions)} predictions must all have the same length"
+            )
+        columns: dict[str, Any] = {
+            "ts": pa.array([time.time()] * n, pa.float64()),
+            "pattern": pa.array([self.pattern] * n, pa.string()),
+            "model_version": pa.array([model_version] * n, pa.string()),
+            "request_id": pa.array(list(request_ids), pa.string()),
+        }
+        for name in requests.columns:
+            columns[f"request.{name}"] = pa.array(requests[name].to_numpy(), from_pandas=True)
+        for name in features.columns:
+            columns[f"features.{name}"] = pa.array(features[name].to_numpy(dtype="float64"))
+        columns["prediction"] = pa.array(predictions, pa.float64())
+        path = self.directory / f"predictions-f{time.time_ns()}.parquet"
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(pa.table(columns), tmp)
+        tmp.replace(path)  # readers never see a half-written file
+        return path
+
     def close(self) -> None:
         with self._lock:
             self._file.close()
@@ -98,13 +143,35 @@ def iter_records(pattern: str | None = None, root: Path | None = None) -> Iterat
     base = root or settings.home() / "logs"
     patterns = [pattern] if pattern else sorted(p.name for p in base.glob("*") if p.is_dir())
     for name in patterns:
-        for path in sorted((base / name).glob("predictions-*.jsonl")):
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    if not line.strip():
-                        continue
-                    record = json.loads(line)
-                    record["features"] = {
-                        k: math.nan if v is None else v for k, v in record["features"].items()
-                    }
-                    yield record
+        directory = base / name
+        files = [*directory.glob("predictions-*.jsonl"), *directory.glob("predictions-*.parquet")]
+        for path in sorted(files, key=lambda p: p.stat().st_mtime_ns):
+            yield from (_parquet_records(path) if path.suffix == ".parquet" else _jsonl_records(path))
+
+
+def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            record["features"] = {k: math.nan if v is None else v for k, v in record["features"].items()}
+            yield record
+
+
+def _parquet_records(path: Path) -> Iterator[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    columns = pq.read_table(path).to_pydict()
+    request = [c for c in columns if c.startswith("request.")]
+    features = [c for c in columns if c.startswith("features.")]
+    for i, rid in enumerate(columns["request_id"]):
+        yield {
+            "ts": columns["ts"][i],
+            "pattern": columns["pattern"][i],
+            "model_version": columns["model_version"][i],
+            "request_id": rid,
+            "request": {c[8:]: _clean(columns[c][i]) for c in request},
+            "features": {c[9:]: math.nan if columns[c][i] is None else columns[c][i] for c in features},
+            "prediction": columns["prediction"][i],
+        }

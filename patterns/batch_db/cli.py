@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,6 +101,15 @@ def batch() -> None:
     envvar="MLPATTERNS_BATCH_LOG_FRACTION",
     help="Share of rows written to the prediction log.",
 )
+@click.option(
+    "--chunk",
+    type=int,
+    default=50_000,
+    show_default=True,
+    envvar="MLPATTERNS_BATCH_CHUNK",
+    help="Rows scored per chunk; each chunk is written while the next one is scored. "
+    "HBase writes go through $MLPATTERNS_HBASE_WRITERS (default 2) writer processes.",
+)
 def score(
     date: str | None,
     start: str | None,
@@ -114,6 +124,7 @@ def score(
     input_csv: str | None,
     batch_size: int,
     log_fraction: float,
+    chunk: int,
 ) -> None:
     """Score every flight of --date (or --from/--to) into a new table, then gate and publish it.
 
@@ -142,10 +153,11 @@ def score(
         flights=flights,
         log=PredictionLog("batch_db"),
         log_fraction=log_fraction,
-        write_batch=batch_size,
+        write_batch=chunk,
     )
+    began = time.perf_counter()
     run = scorer.score(dates, force=force)
-    rate = run.rows / max(sum(run.timings.values()), 1e-9)
+    rate = run.rows / max(time.perf_counter() - began, 1e-9)
     click.echo(f"run {run.run_id}: {run.rows} rows of {len(dates)} day(s) with {run.version} -> {run.table}")
     if run.detail:
         click.echo(f"  {run.detail}")

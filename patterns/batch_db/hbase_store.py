@@ -2,9 +2,10 @@
 
 Layout (``<prefix>`` namespaces a checkout or a test):
 
-- ``<prefix>_pred_<from>_<to>_<version>_<run>``: one table per scoring run, family ``s``:
-  ``s:p`` score (``repr`` of the float: exact round trip), ``s:v`` model version, ``s:f`` feature
-  fingerprint, ``s:r`` run id. Row key ``<salt>|<flight_id>`` (see ``store.py``).
+- ``<prefix>_pred_<from>_<to>_<version>_<run>``: one table per scoring run, one cell per row,
+  ``s:p`` = ``<score>|<model version>|<feature fingerprint>|<run id>`` (the score is the ``repr`` of
+  the float: exact round trip). Row key ``<salt>|<flight_id>`` (see ``store.py``). One cell rather
+  than four because the Thrift client pays per cell: 1 cell writes ~3x the rows/s of 4 cells.
 - ``<prefix>_batch_meta``: row ``pointers`` (family ``p``, one column per date), rows
   ``run:<id>`` (family ``r``), ``meta:<key>`` (family ``m``) and ``q:<run>|<flight_id>`` (family
   ``q``: quarantined inputs). A publish is one ``put`` on the ``pointers`` row: HBase applies all
@@ -15,7 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
+import os
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -30,7 +34,7 @@ from patterns.batch_db.store import (
 
 __all__ = ["HBaseStore"]
 
-_P, _V, _F, _R = b"s:p", b"s:v", b"s:f", b"s:r"
+_P = b"s:p"
 _POINTERS = b"pointers"
 
 
@@ -38,6 +42,10 @@ class HBaseStore(PredictionTableStore):
     """``PredictionTableStore`` on HBase via happybase; ``batch_size`` rows per Thrift ``mutateRows``.
 
     Host and port default to ``shared.settings.hbase_thrift()`` (``MLPATTERNS_HBASE_THRIFT_PORT``).
+    ``writers`` (default ``$MLPATTERNS_HBASE_WRITERS`` or 2) processes, each with its own
+    connection, put prediction rows in parallel. Processes rather than threads: encoding Thrift
+    mutations is Python work, and in threads it would fight the scorer's feature maths for the GIL.
+    They start on ``begin_writes`` (the scorer calls it first, so their start-up overlaps scoring).
     """
 
     def __init__(
@@ -47,16 +55,23 @@ class HBaseStore(PredictionTableStore):
         prefix: str = "mlp",
         batch_size: int = 2000,
         timeout_ms: int = 120_000,
+        writers: int | None = None,
     ) -> None:
         import happybase
 
         from shared import settings
 
+        writers = writers or int(os.environ.get("MLPATTERNS_HBASE_WRITERS", "2"))
+        if writers < 1:
+            raise ValueError(f"writers must be >= 1, got {writers}")
         default_host, default_port = settings.hbase_thrift()
         host, port = host or default_host, port or default_port
         self.prefix = prefix
         self.batch_size = batch_size
+        self.writers = writers
+        self._address = (host, port, timeout_ms)
         self._conn = happybase.Connection(host, port, timeout=timeout_ms, autoconnect=True)
+        self._pool: ProcessPoolExecutor | None = None
         self._meta_name = f"{prefix}_batch_meta"
         if self._meta_name.encode() not in self._conn.tables():
             with contextlib.suppress(Exception):  # AlreadyExists when another process raced us
@@ -91,28 +106,44 @@ class HBaseStore(PredictionTableStore):
         start = f"{self.prefix}_pred_"
         return sorted(n for n in (t.decode() for t in self._conn.tables()) if n.startswith(start))
 
+    def begin_writes(self) -> None:
+        if self.writers > 1 and self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.writers,
+                # spawn, not fork: the scorer's process runs onnxruntime and tqdm threads.
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_open_writer,
+                initargs=(*self._address, self.batch_size),
+            )
+            for _ in range(self.writers):
+                self._pool.submit(_ready)  # starts the processes without waiting for them
+
     def put_predictions(
         self, table: str, flight_ids: Sequence[str], scores: np.ndarray, meta: Mapping[str, str]
     ) -> None:
-        v, f, r = meta["version"].encode(), meta["fingerprint"].encode(), meta["run_id"].encode()
-        t = self._conn.table(self._check(table))
-        # repr() of a Python float is the shortest string that round-trips exactly.
-        with t.batch(batch_size=self.batch_size) as b:
-            for fid, s in zip(flight_ids, scores.tolist(), strict=True):
-                b.put(row_key(fid).encode(), {_P: repr(s).encode(), _V: v, _F: f, _R: r})
+        self._check(table)
+        tail = f"|{meta['version']}|{meta['fingerprint']}|{meta['run_id']}".encode()
+        ids, values = list(flight_ids), scores.tolist()
+        if self.writers == 1:
+            _put(self._conn, table, ids, values, tail, self.batch_size)
+            return
+        self.begin_writes()
+        assert self._pool is not None
+        n, k = len(ids), self.writers
+        futures = [
+            self._pool.submit(_write_shard, table, ids[i * n // k : (i + 1) * n // k],
+                              values[i * n // k : (i + 1) * n // k], tail)
+            for i in range(k)
+        ]  # fmt: skip
+        for f in futures:
+            f.result()  # the first failure fails the run: its pointer never moves
 
     def get_prediction(self, table: str, flight_id: str) -> Prediction | None:
-        row = self._conn.table(self._check(table)).row(row_key(flight_id).encode())
+        row = self._conn.table(self._check(table)).row(row_key(flight_id).encode(), columns=[_P])
         if not row:
             return None
-        return Prediction(
-            flight_id,
-            _float(row.get(_P)),
-            row.get(_V, b"").decode(),
-            row.get(_F, b"").decode(),
-            row.get(_R, b"").decode(),
-            table,
-        )
+        score, version, fingerprint, run_id = _cell(row[_P])
+        return Prediction(flight_id, _float(score), version, fingerprint, run_id, table)
 
     def scores(self, table: str, dates: Sequence[str] | None = None) -> np.ndarray:
         t = self._conn.table(self._check(table))
@@ -122,9 +153,8 @@ class HBaseStore(PredictionTableStore):
             prefixes = [f"{s:x}|{d}".encode() for s in range(SALT_BUCKETS) for d in compact]
         values: list[float] = []
         for prefix in prefixes:
-            # Every row has s:v; asking for it too means a row whose score is missing still shows up.
-            scan = t.scan(row_prefix=prefix, columns=[_P, _V], batch_size=5000)
-            values.extend(_float(data.get(_P)) for _, data in scan)
+            scan = t.scan(row_prefix=prefix, columns=[_P], batch_size=5000)
+            values.extend(_float(_cell(data[_P])[0]) for _, data in scan)
         return np.asarray(values, dtype=np.float64)
 
     # -- runs, quarantine, meta -------------------------------------------------------------------------
@@ -189,12 +219,48 @@ class HBaseStore(PredictionTableStore):
         self._meta.put(_POINTERS, {f"p:{d}".encode(): v.encode() for d, v in cells.items()})
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         self._conn.close()
 
 
-def _float(raw: bytes | None) -> float:
-    if raw is None:
-        return float("nan")
+def _put(conn: Any, table: str, ids: Sequence[str], values: list[float], tail: bytes, batch: int) -> None:
+    # repr() of a Python float is the shortest string that round-trips exactly.
+    with conn.table(table).batch(batch_size=batch) as b:
+        for fid, s in zip(ids, values, strict=True):
+            b.put(row_key(fid).encode(), {_P: repr(s).encode() + tail})
+
+
+# -- writer processes: one happybase connection each, opened by the pool's initializer --------------
+_writer: dict[str, Any] = {}
+
+
+def _open_writer(host: str, port: int, timeout_ms: int, batch_size: int) -> None:
+    import happybase
+
+    _writer["conn"] = happybase.Connection(host, port, timeout=timeout_ms, autoconnect=True)
+    _writer["batch"] = batch_size
+
+
+def _ready() -> bool:
+    return "conn" in _writer
+
+
+def _write_shard(table: str, ids: list[str], values: list[float], tail: bytes) -> None:
+    _put(_writer["conn"], table, ids, values, tail, _writer["batch"])
+
+
+def _cell(raw: bytes) -> tuple[str, str, str, str]:
+    """``score|version|fingerprint|run`` -> its parts; the version may itself contain ``|``."""
+    score, _, rest = raw.decode().partition("|")
+    parts = rest.rsplit("|", 2)
+    if len(parts) != 3:
+        return score, "", "", ""
+    return score, parts[0], parts[1], parts[2]
+
+
+def _float(raw: str) -> float:
     try:
         return float(raw)
     except ValueError:

@@ -8,8 +8,10 @@
    ends strictly before the flight's own scheduled time, so scoring after the fact is point-in-time
    correct;
 3. inference: onnxruntime in vectorised chunks (``shared.predictor.Predictor``);
-4. writes: batched puts into the run's own table (tqdm shows rows/s);
-5. log: what was served goes to ``PredictionLog("batch_db")`` for the consistency validator.
+4. writes: batched puts into the run's own table (tqdm shows rows/s), overlapped with the features
+   and inference of the next chunk of ``write_batch`` rows;
+5. log: what was served goes to ``PredictionLog("batch_db")`` (one Parquet file per run) for the
+   consistency validator.
 
 The run id is a hash of (dates, model version and checksum, feature fingerprint, input rows): the
 same day scored with the same model lands in the same table with the same contents, and a rerun
@@ -23,6 +25,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -176,13 +179,9 @@ class BatchScorer:
                 self.store.quarantine(run_id, rows)
                 run.reasons = {str(k): int(v) for k, v in reasons[bad].value_counts().items()}
             run.quarantined = int(bad.sum())
-        with _timed(timings, "features"):
-            features = self._features(good)
-        with _timed(timings, "inference"):
-            scores = self._predict(features.to_numpy(dtype=np.float32))
-        with _timed(timings, "writes"):
-            self.store.create_table(table)
-            self._write(table, good["flight_id"].astype(str).tolist(), scores, run_id)
+        self.store.create_table(table)
+        self.store.begin_writes()
+        features, scores = self._score_and_write(good, table, run_id, timings)
         with _timed(timings, "log"):
             self._log(good, features, scores)
         run.rows = len(good)
@@ -217,17 +216,50 @@ class BatchScorer:
         ]
         return np.concatenate(parts)
 
-    def _write(self, table: str, flight_ids: list[str], scores: np.ndarray, run_id: str) -> None:
+    def _score_and_write(
+        self, good: pd.DataFrame, table: str, run_id: str, timings: dict[str, float]
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """Features and inference chunk by chunk; each chunk is written while the next one is scored.
+
+        The writes (Thrift client plus the HBase server) and the feature maths use different cores,
+        so overlapping them takes the run from the sum of the stages towards the longest one. One
+        writer thread keeps the chunks in order; a failed write fails the run when it is collected.
+        """
         meta = {
             "version": self.predictor.version,
             "fingerprint": self.predictor.feature_fingerprint,
             "run_id": run_id,
         }
-        with _progress(len(flight_ids), f"write {table}", self.progress) as bar:
-            for start in range(0, len(flight_ids), self.write_batch):
-                stop = start + self.write_batch
-                self.store.put_predictions(table, flight_ids[start:stop], scores[start:stop], meta)
-                bar(len(flight_ids[start:stop]))
+        ids = good["flight_id"].astype(str).tolist()
+        frames: list[pd.DataFrame] = []
+        parts: list[np.ndarray] = []
+        pending: list[Future[float]] = []
+        with (
+            _progress(len(good), f"score+write {table}", self.progress) as bar,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer") as writer,
+        ):
+
+            def write(a: int, b: int, scores: np.ndarray) -> float:
+                start = time.perf_counter()
+                self.store.put_predictions(table, ids[a:b], scores, meta)
+                bar(b - a)
+                return time.perf_counter() - start
+
+            try:
+                for a in range(0, max(len(good), 1), self.write_batch):
+                    b = min(a + self.write_batch, len(good))
+                    with _timed(timings, "features"):
+                        frames.append(self._features(good.iloc[a:b]))
+                    with _timed(timings, "inference"):
+                        parts.append(self._predict(frames[-1].to_numpy(dtype=np.float32)))
+                    pending.append(writer.submit(write, a, b, parts[-1]))
+                with _timed(timings, "write_tail"):  # writes left once scoring is done
+                    timings["writes"] = sum(f.result() for f in pending)
+            finally:
+                for f in pending:
+                    f.cancel()
+        features = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        return features, np.concatenate(parts)
 
     def _log(self, requests: pd.DataFrame, features: pd.DataFrame, scores: np.ndarray) -> None:
         if self.log is None or self.log_fraction <= 0 or requests.empty:
@@ -239,12 +271,13 @@ class BatchScorer:
             keep = (
                 pd.util.hash_pandas_object(ids, index=False).to_numpy() % 10_000
             ) < self.log_fraction * 10_000
-        req = requests.loc[keep, list(REQUEST_FIELDS)].to_dict("records")
-        feats = features.loc[keep].to_dict("records")
-        ids_kept = requests.loc[keep, "flight_id"].astype(str).tolist()
-        rows = list(zip(ids_kept, req, feats, scores[keep].tolist(), strict=True))
-        for start in range(0, len(rows), 50_000):
-            self.log.write_many(rows[start : start + 50_000], model_version=self.predictor.version)
+        self.log.write_frame(
+            requests.loc[keep, "flight_id"].astype(str).tolist(),
+            requests.loc[keep, list(REQUEST_FIELDS)],
+            features.loc[keep],
+            scores[keep],
+            model_version=self.predictor.version,
+        )
 
 
 @lru_cache(maxsize=1)

@@ -32,7 +32,9 @@ class SQLiteStore(PredictionTableStore):
         if not _NAME.match(prefix):
             raise ValueError(f"prefix must be letters, digits and _: {prefix!r}")
         self.prefix = prefix
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        # The scorer writes from its writer thread; SQLite here is built serialized
+        # (sqlite3.threadsafety == 3), so sharing the connection across threads is safe.
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         p = prefix

@@ -144,6 +144,9 @@ class PredictionTableStore(ABC):
     def tables(self) -> list[str]:
         """Names of every prediction table under this prefix."""
 
+    def begin_writes(self) -> None:  # noqa: B027 - an optional hook: doing nothing is the default
+        """Hook: a run is about to write (a store may warm up connections or writer processes)."""
+
     @abstractmethod
     def put_predictions(
         self, table: str, flight_ids: Sequence[str], scores: np.ndarray, meta: Mapping[str, str]

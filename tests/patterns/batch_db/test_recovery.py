@@ -48,9 +48,9 @@ def test_sigkill_mid_write_then_rerun(
     before = reader.get(fid)
     assert before is not None and before.model_version == "v1"
 
-    # Small batches make the write stage long enough to land the kill inside it.
+    # Small chunks and batches make the write stage long enough to land the kill inside it.
     cmd = _cli(store_options, "score", "--from", DATES[0], "--to", DATES[-1], "--version", "v2",
-               "--batch-size", "20", "--log-fraction", "0")  # fmt: skip
+               "--chunk", "200", "--batch-size", "20", "--log-fraction", "0")  # fmt: skip
     proc = subprocess.Popen(cmd, env=_env(store_options), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
