@@ -99,3 +99,31 @@ def test_online_features_from_redis_equal_the_embedded_store_on_a_real_day(redis
     from_embedded = OnlineExecutor(FLIGHT_FEATURES, embedded).matrix(requests)
     assert np.array_equal(from_redis, from_embedded, equal_nan=True)
     assert np.isfinite(from_redis[:, FLIGHT_FEATURES.names.index("carrier_dep_delay_24h")]).all()
+
+
+def test_redis_running_sums_and_scans_agree_with_embedded_on_mixed_columns(redis_store) -> None:
+    """Two value columns: whole numbers (running-sum path) and some fractions (scan fallback)."""
+    rng = random.Random(11)
+    embedded = EmbeddedStore()
+    for round_ in range(3):
+        events = [
+            Event(
+                ts=rng.randrange(0, 5_000),
+                event_id=f"m{rng.randrange(0, 200)}",  # repeats: moves and duplicates
+                keys=(("origin", rng.choice("XY")),),
+                values=(float(rng.randrange(-60, 600)), rng.choice([1.0, 2.0, 0.1, 0.25, -3.0])),
+            )
+            for _ in range(250)
+        ]
+        evict = None if round_ == 0 else rng.randrange(0, 2_000)
+        embedded.write("departures", events, evict_before=evict)
+        redis_store.write("departures", events, evict_before=evict)
+        windows = [
+            WindowQuery("departures", "origin", value, start, start + rng.randrange(1, 3_000), column)
+            for value in ("X", "Y", "Z")
+            for column in (0, 1)
+            for start in (rng.randrange(-200, 5_200) for _ in range(8))
+        ]
+        expected = embedded.read(windows, [])
+        assert redis_store.read(windows, []) == expected
+        assert any(count for count, _ in expected[0])
