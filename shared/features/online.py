@@ -61,31 +61,33 @@ class OnlineExecutor:
         keys = {(f.source, f.key): [str(_field(r, f.key)) for r in requests] for f in self._lookups}
         windows: dict[WindowQuery, int] = {}
         latest: dict[LatestQuery, int] = {}
+        slot: dict[str, list[int]] = {}  # feature -> per request, its answer's index in the reply
         for lookup in self._lookups:
             column = self._value_index[lookup.name]
             values = keys[(lookup.source, lookup.key)]
-            for i in range(n):
-                if isinstance(lookup, WindowFeature):
-                    q = WindowQuery(
-                        lookup.source, lookup.key, values[i], t[i] - lookup.window_seconds, t[i], column
-                    )
-                    windows.setdefault(q, len(windows))
-                else:
-                    latest.setdefault(LatestQuery(lookup.source, lookup.key, values[i], t[i]), len(latest))
+            src, key = lookup.source, lookup.key
+            if isinstance(lookup, WindowFeature):
+                w = lookup.window_seconds
+                slot[lookup.name] = [
+                    windows.setdefault(WindowQuery(src, key, values[i], t[i] - w, t[i], column), len(windows))
+                    for i in range(n)
+                ]
+            else:
+                slot[lookup.name] = [
+                    latest.setdefault(LatestQuery(src, key, values[i], t[i]), len(latest)) for i in range(n)
+                ]
         aggregates, latest_rows = self.store.read(list(windows), list(latest))
         for j, f in enumerate(fs.features):
             if isinstance(f, RowFeature):
                 out[:, j] = np.asarray(f.fn(columns), dtype=np.float64)
                 continue
             column = self._value_index[f.name]
-            values = keys[(f.source, f.key)]
-            for i in range(n):
+            for i, k in enumerate(slot[f.name]):
                 if isinstance(f, WindowFeature):
-                    q = WindowQuery(f.source, f.key, values[i], t[i] - f.window_seconds, t[i], column)
-                    count, total = aggregates[windows[q]]
+                    count, total = aggregates[k]
                     out[i, j] = float(count) if f.agg == "count" else (total / count if count else math.nan)
                 else:
-                    row = latest_rows[latest[LatestQuery(f.source, f.key, values[i], t[i])]]
+                    row = latest_rows[k]
                     fresh = row is not None and t[i] - row[0] <= f.ttl_seconds
                     out[i, j] = row[1][column] if fresh and row is not None else math.nan
         return out
