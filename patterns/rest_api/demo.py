@@ -90,8 +90,9 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None
     run_dir = Path(tempfile.mkdtemp(prefix="mlp-rest-demo-"))
     # Free ports and its own conf.d file: the demo never touches a real rest_api deployment.
     # Its traffic is one client, so guardrails judge from 50 requests instead of 100. v2 is trained
-    # on one more month than v1, so the two honestly disagree on ~5 % of flights near p = 0.5: the
-    # shadow gate asks for 90 % agreement here (the default 98 % suits re-deploys of one recipe).
+    # on one more month than v1, so the two honestly disagree on 5-10 % of the demo's flights (90 %
+    # agreement was measured over 59 pairs): the shadow gate asks for 85 % over 150 pairs here (the
+    # default 98 % suits re-deploys of one recipe).
     ports = {Slot.BLUE: _free_port(), Slot.GREEN: _free_port()}
     config = ColourConfig(ports=ports, run_dir=run_dir / "run")
     target = build_target(
@@ -100,7 +101,7 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None
         gates=[
             ReadinessGate(),
             GoldenSetGate(),
-            ShadowGate(min_pairs=50, min_agreement=0.9, timeout_s=30),
+            ShadowGate(min_pairs=150, min_agreement=0.85, timeout_s=60),
             # The demo client loops over a few hours of one day, so v1's reference window and v2's
             # bake see different flights: PSI here measures that traffic mix, not the model. Keep
             # the default 0.25 in production, where both windows see the same live population.
