@@ -18,6 +18,8 @@ import contextlib
 import json
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -239,6 +241,16 @@ _writer: dict[str, Any] = {}
 def _open_writer(host: str, port: int, timeout_ms: int, batch_size: int) -> None:
     import happybase
 
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:
+        # A spawned worker holds both ends of its task queue, so it never sees EOF: if the scorer
+        # is killed (SIGKILL mid-run), nothing else would ever stop it.
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, name="exit-with-parent", daemon=True).start()
     _writer["conn"] = happybase.Connection(host, port, timeout=timeout_ms, autoconnect=True)
     _writer["batch"] = batch_size
 

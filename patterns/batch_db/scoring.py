@@ -92,7 +92,7 @@ class BatchScorer:
         flights: pd.DataFrame | None = None,
         log: PredictionLog | None = None,
         log_fraction: float = 1.0,
-        write_batch: int = 20_000,
+        write_batch: int = 50_000,
         progress: bool = True,
     ) -> None:
         self.store = store

@@ -31,6 +31,27 @@ def _env(store_options: dict[str, object]) -> dict[str, str]:
     return env
 
 
+def _children(pid: int) -> set[int]:
+    """Direct child processes of ``pid`` (Linux ``/proc``)."""
+    found: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as fh:
+            found.update(int(c) for c in fh.read().split())
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                if fh.read().split(") ", 1)[1][0] != "Z":
+                    alive.add(p)
+        except FileNotFoundError:
+            pass
+    return alive
+
+
 def _has_rows(store: PredictionTableStore, table: str) -> bool:
     return table in store.tables() and len(store.scores(table, [DATES[0]])) > 0
 
@@ -62,6 +83,7 @@ def test_sigkill_mid_write_then_rerun(
                 break
             time.sleep(0.02)
         assert table is not None, f"never saw the run writing: {proc.communicate()}"
+        writers = _children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -69,6 +91,12 @@ def test_sigkill_mid_write_then_rerun(
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    # HBase writes come from writer processes: they must not outlive the killed scorer.
+    assert writers or store_options["kind"] != "hbase"
+    deadline = time.monotonic() + 10
+    while _alive(writers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(writers), f"writer processes outlived the killed scorer: {_alive(writers)}"
 
     killed = store.load_run(target_run)
     assert killed is not None and killed.status == "writing"
