@@ -1,4 +1,4 @@
-"""What travels on the wire: topic names, the event schema, and creating the topics.
+"""What travels on the wire: topic names, the event schema, creating the topics, the producer policy.
 
 Every input message is one JSON object with a ``type``:
 
@@ -31,6 +31,7 @@ __all__ = [
     "decode",
     "encode",
     "ensure_topics",
+    "producer",
 ]
 
 #: message type -> (time field, id field)
@@ -149,6 +150,25 @@ class Topics:
 
 #: Messages carry 2013 event times: time-based retention would delete them at once.
 _KEEP = {"retention.ms": "-1", "message.timestamp.type": "CreateTime"}
+
+
+def producer(bootstrap: str, client_id: str, linger_ms: int = 0) -> Any:
+    """A ``KafkaProducer`` with this pattern's delivery policy.
+
+    ``acks="all"`` and idempotence: a send is acknowledged only once replicated, and retries keep
+    per-partition order (the replay order is the features' correctness; commits follow acks).
+    Never auto-creates a topic: ``ensure_topics`` creates each with its partition count.
+    """
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        allow_auto_create_topics=False,
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        client_id=client_id,
+    )
 
 
 def ensure_topics(bootstrap: str, topics: Mapping[str, int], compacted: tuple[str, ...] = ()) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from patterns.streaming.messages import Topics, ensure_topics
+from patterns.streaming.messages import Topics, ensure_topics, producer
 
 __all__ = ["Control", "PredictionReader", "Route", "Served"]
 
@@ -57,16 +57,9 @@ class Control:
         ensure_topics(bootstrap, {topics.control: 1}, compacted=(topics.control,))
 
     def publish(self, version: str | None, slot: str | None = None) -> Route:
-        from kafka import KafkaProducer
-
         seq = self.current().seq + 1
         route = Route(version, self.topics.predictions(version) if version else None, slot, seq)
-        producer = KafkaProducer(
-            allow_auto_create_topics=False,
-            bootstrap_servers=self.bootstrap,
-            acks="all",
-            client_id="mlp-control",
-        )
+        control = producer(self.bootstrap, "mlp-control")
         try:
             body = {
                 "version": route.version,
@@ -75,9 +68,9 @@ class Control:
                 "seq": seq,
                 "at": time.time(),
             }
-            producer.send(self.topics.control, json.dumps(body).encode(), key=_LIVE).get(timeout=30)
+            control.send(self.topics.control, json.dumps(body).encode(), key=_LIVE).get(timeout=30)
         finally:
-            producer.close()
+            control.close()
         return route
 
     def current(self) -> Route:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from patterns.streaming.messages import KINDS, TIE_ORDER, Topics, encode, ensure_topics
+from patterns.streaming.messages import KINDS, TIE_ORDER, Topics, encode, ensure_topics, producer
 from shared.example.data import departures, load_flights, load_weather
 
 __all__ = ["ReplayStats", "Replayer", "day_window", "events_between"]
@@ -74,19 +74,9 @@ class Replayer:
     """Publishes events to ``topics.events`` (created with ``partitions`` if missing)."""
 
     def __init__(self, bootstrap: str, topics: Topics, partitions: int = 1) -> None:
-        from kafka import KafkaProducer
-
         self.topics = topics
         ensure_topics(bootstrap, {topics.events: partitions})
-        # Idempotence keeps per-partition order across retries: the order IS the correctness here.
-        self._producer = KafkaProducer(
-            allow_auto_create_topics=False,
-            bootstrap_servers=bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            client_id="mlp-replayer",
-        )
+        self._producer = producer(bootstrap, "mlp-replayer", linger_ms=2)
         self.partitions = sorted(self._producer.partitions_for(topics.events) or range(partitions))
 
     def replay(

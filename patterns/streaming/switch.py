@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from patterns.streaming.messages import Topics, ensure_topics
+from patterns.streaming.messages import Topics, ensure_topics, producer
 from patterns.streaming.reader import Control
 from shared import settings
 from shared.deploy import BakeMetrics, Candidate, Slot, SlotState, Switch, Target, TargetState, default_gates
@@ -210,7 +210,7 @@ class StreamSwitch(Switch):
     # -- Kafka helpers -------------------------------------------------------------------------------
 
     def _probe(self, version: str, X: np.ndarray, timeout_s: float) -> np.ndarray:
-        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+        from kafka import KafkaConsumer, TopicPartition
 
         ensure_topics(self.bootstrap, {self.topics.probes(version): 1, self.topics.probe_replies: 1})
         probe_id = uuid.uuid4().hex.encode()
@@ -218,12 +218,12 @@ class StreamSwitch(Switch):
         consumer = KafkaConsumer(
             allow_auto_create_topics=False, bootstrap_servers=self.bootstrap, enable_auto_commit=False
         )
-        producer = KafkaProducer(allow_auto_create_topics=False, bootstrap_servers=self.bootstrap, acks="all")
+        probes = producer(self.bootstrap, "mlp-switch")
         try:
             consumer.assign([tp])
             consumer.seek(tp, consumer.end_offsets([tp])[tp])
             body = json.dumps({"features": X.astype(np.float64).tolist()}).encode()
-            producer.send(self.topics.probes(version), body, key=probe_id).get(timeout=10)
+            probes.send(self.topics.probes(version), body, key=probe_id).get(timeout=10)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 for msgs in consumer.poll(timeout_ms=200).values():
@@ -237,7 +237,7 @@ class StreamSwitch(Switch):
             raise TimeoutError(f"no worker of {version} answered a probe within {timeout_s:.0f}s")
         finally:
             consumer.close()
-            producer.close()
+            probes.close()
 
     def _ends(self, topic: str) -> dict[int, int]:
         from kafka import KafkaConsumer, TopicPartition

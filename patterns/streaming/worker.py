@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from patterns.streaming.messages import SOURCE_OF, Event, SchemaError, Topics, decode, ensure_topics
+from patterns.streaming.messages import SOURCE_OF, Event, SchemaError, Topics, decode, ensure_topics, producer
 from shared.example.flights import FLIGHT_FEATURES, REQUEST_FIELDS
 from shared.features import StreamingExecutor
 from shared.predictor import Predictor
@@ -104,7 +104,7 @@ class StreamWorker:
         max_batch: int = 500,
         predlog: PredictionLog | None = None,
     ) -> None:
-        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+        from kafka import KafkaConsumer, TopicPartition
         from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
         self.predictor = predictor
@@ -135,14 +135,7 @@ class StreamWorker:
                 topics.probe_replies: 1,
             },
         )
-        self._producer = KafkaProducer(
-            allow_auto_create_topics=False,
-            bootstrap_servers=bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=1,
-            client_id=f"mlp-worker-{self.version}",
-        )
+        self._producer = producer(bootstrap, f"mlp-worker-{self.version}", linger_ms=1)
         worker = self
 
         class _Listener(ConsumerRebalanceListener):
