@@ -182,6 +182,11 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10, help="seconds of wrk per endpoint")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--sequential", type=int, default=400, help="sequential requests per endpoint")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated subset to measure, e.g. 'rest app (nginx),no-op (nginx)' (default: all)",
+    )
     ap.add_argument("--serve-bare", nargs=3, metavar=("PORT", "VERSION", "REDIS_URL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_bare:
@@ -223,6 +228,7 @@ def main() -> None:
     front = RestFront(port=ports["front"], name="rest_api_bench")
     procs: list[_Proc] = []
     rows: list[tuple[str, float, float, float, float, int]] = []
+    wanted = {t.strip() for t in args.only.split(",") if t.strip()}
     try:
         py = sys.executable
         app_cmd = [py, "-m", "patterns", "rest", "serve", "--version", version, "--port", str(ports["app"]),
@@ -233,10 +239,12 @@ def main() -> None:
         bento = f"http://127.0.0.1:{ports['bento']}"
         bento_cmd = [py, "-m", "bentoml", "serve", "patterns.rest_api.bento_service:FlightDelay",
                      "--host", "127.0.0.1", "--port", str(ports["bento"])]  # fmt: skip
-        procs.append(_Proc("bentoml", bento_cmd, env, bento + "/readyz", tmp))
+        if not wanted or "bentoml" in wanted:
+            procs.append(_Proc("bentoml", bento_cmd, env, bento + "/readyz", tmp))
         bare = f"http://127.0.0.1:{ports['bare']}"
         bare_cmd = [py, __file__, "--serve-bare", str(ports["bare"]), version, redis_url]
-        procs.append(_Proc("bare", bare_cmd, env, bare + "/docs", tmp))
+        if not wanted or "bare fastapi+sklearn" in wanted:
+            procs.append(_Proc("bare", bare_cmd, env, bare + "/docs", tmp))
         targets = [
             ("rest app (nginx)", front.url + "/predict"),
             ("rest app (direct)", app + "/predict"),
@@ -246,6 +254,8 @@ def main() -> None:
             ("no-op (direct)", app + "/noop"),
         ]
         for name, url in targets:
+            if wanted and name not in wanted:
+                continue
             print(f"measuring {name} ...", flush=True)
             p50, p99 = _sequential(url, bodies, args.sequential)
             rps, p99_load, failed = _wrk(wrk, url, script, args.duration, args.connections)
@@ -259,11 +269,13 @@ def main() -> None:
 
 
 def _table(rows: list[tuple[str, float, float, float, float, int]], version: str, args: Any) -> None:
+    nan = float("nan")
     by = {r[0]: r for r in rows}
-    bento = by["bentoml"]
+    missing = ("", nan, nan, nan, nan, 0)  # a target left out with --only
+    bento = by.get("bentoml", missing)
 
     def noop_of(name: str) -> tuple[str, float, float, float, float, int]:
-        return by["no-op (nginx)"] if "nginx" in name else by["no-op (direct)"]
+        return by.get("no-op (nginx)" if "nginx" in name else "no-op (direct)", missing)
 
     print(f"\nREST /predict, model {version}, {os.cpu_count()} cores; sequential: {args.sequential} "
           f"requests, 1 client; load: wrk -t2 -c{args.connections} -d{args.duration}s")  # fmt: skip
@@ -272,7 +284,7 @@ def _table(rows: list[tuple[str, float, float, float, float, int]], version: str
     for name, p50, p99, rps, p99l, failed in rows:
         print(f"{name:<22}{p50:>8.2f}{p99:>8.2f}{rps:>9.0f}{p99l:>9.1f}{failed:>8}"
               f"{rps / bento[3]:>11.2f}{rps / noop_of(name)[3]:>9.2f}")  # fmt: skip
-    ours, noop = by["rest app (nginx)"], by["no-op (nginx)"]
+    ours, noop = by.get("rest app (nginx)", missing), by.get("no-op (nginx)", missing)
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"

@@ -20,6 +20,7 @@ time ``t`` therefore sees exactly the events the offline executor sees, provided
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -41,14 +42,18 @@ __all__ = [
 
 
 def category_codes(values: np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarray:
-    """Codes of ``values`` in a sorted ``vocabulary``; -1 for a value the vocabulary does not hold.
+    """Codes of ``values`` (their position in ``vocabulary``); -1 for a value it does not hold.
 
-    Vectorised (searchsorted), so offline and one-row online calls run the very same code.
+    One dictionary lookup per value: offline and one-row online calls run the very same code, and
+    a one-row call costs a few microseconds (numpy's searchsorted on strings costs ~60).
     """
-    vocab = np.asarray(vocabulary, dtype=object)
-    vals = np.asarray(values, dtype=object).astype(str)
-    pos = np.searchsorted(vocab, vals).clip(0, len(vocab) - 1)
-    return np.where(vocab[pos] == vals, pos, -1).astype(np.float64)
+    index = _vocabulary_index(vocabulary)
+    return np.fromiter((index.get(str(v), -1.0) for v in values), np.float64, count=len(values))
+
+
+@functools.lru_cache(maxsize=64)
+def _vocabulary_index(vocabulary: tuple[str, ...]) -> dict[str, float]:
+    return {v: float(i) for i, v in enumerate(vocabulary)}
 
 
 Columns = Mapping[str, np.ndarray]

@@ -36,12 +36,19 @@ class OnlineExecutor:
         self.store = store
         fs = feature_set
         self._row_inputs = sorted({c for f in fs.features if isinstance(f, RowFeature) for c in f.inputs})
-        self._lookups = [f for f in fs.features if isinstance(f, AsOfFeature | WindowFeature)]
-        self._value_index = {
-            f.name: fs.source(f.source).value_columns.index(f.value)
-            for f in fs.features
-            if isinstance(f, AsOfFeature | WindowFeature)
-        }
+        self._rows = [(j, f) for j, f in enumerate(fs.features) if isinstance(f, RowFeature)]
+        # Features that ask the store the same question share it: the count and the mean of one
+        # window are one (count, sum) query, and every weather field is one as-of query.
+        self._windows: dict[tuple[str, str, int, int], list[tuple[int, str]]] = {}
+        self._latest: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
+        for j, f in enumerate(fs.features):
+            if isinstance(f, WindowFeature):
+                column = fs.source(f.source).value_columns.index(f.value)
+                self._windows.setdefault((f.source, f.key, f.window_seconds, column), []).append((j, f.agg))
+            elif isinstance(f, AsOfFeature):
+                column = fs.source(f.source).value_columns.index(f.value)
+                self._latest.setdefault((f.source, f.key), []).append((j, column, f.ttl_seconds))
+        self._keys = sorted({k for _, k, _, _ in self._windows} | {k for _, k in self._latest})
 
     def compute(self, request: Mapping[str, Any]) -> dict[str, float]:
         """Feature name -> value for one request."""
@@ -56,40 +63,44 @@ class OnlineExecutor:
             return out
         t = [_time(r, fs.request_time) for r in requests]
         columns = {c: np.asarray([_field(r, c) for r in requests]) for c in self._row_inputs}
-        # Requests of a micro-batch share carriers, origins and often times: ask each distinct
-        # window and as-of lookup once. The store returns (count, sum) per window, not the events.
-        keys = {(f.source, f.key): [str(_field(r, f.key)) for r in requests] for f in self._lookups}
+        keys = {k: [str(_field(r, k)) for r in requests] for k in self._keys}
+        # Requests of a micro-batch share carriers, origins and often times: each distinct query
+        # is asked once. ``slots`` maps every request to its query's index in the store's reply.
         windows: dict[WindowQuery, int] = {}
         latest: dict[LatestQuery, int] = {}
-        slot: dict[str, list[int]] = {}  # feature -> per request, its answer's index in the reply
-        for lookup in self._lookups:
-            column = self._value_index[lookup.name]
-            values = keys[(lookup.source, lookup.key)]
-            src, key = lookup.source, lookup.key
-            if isinstance(lookup, WindowFeature):
-                w = lookup.window_seconds
-                slot[lookup.name] = [
-                    windows.setdefault(WindowQuery(src, key, values[i], t[i] - w, t[i], column), len(windows))
-                    for i in range(n)
-                ]
-            else:
-                slot[lookup.name] = [
-                    latest.setdefault(LatestQuery(src, key, values[i], t[i]), len(latest)) for i in range(n)
-                ]
+        window_slots = [
+            [
+                windows.setdefault(WindowQuery(src, key, value, ti - w, ti, column), len(windows))
+                for value, ti in zip(keys[key], t, strict=True)
+            ]
+            for src, key, w, column in self._windows
+        ]
+        latest_slots = [
+            [
+                latest.setdefault(LatestQuery(src, key, value, ti), len(latest))
+                for value, ti in zip(keys[key], t, strict=True)
+            ]
+            for src, key in self._latest
+        ]
         aggregates, latest_rows = self.store.read(list(windows), list(latest))
-        for j, f in enumerate(fs.features):
-            if isinstance(f, RowFeature):
-                out[:, j] = np.asarray(f.fn(columns), dtype=np.float64)
-                continue
-            column = self._value_index[f.name]
-            for i, k in enumerate(slot[f.name]):
-                if isinstance(f, WindowFeature):
-                    count, total = aggregates[k]
-                    out[i, j] = float(count) if f.agg == "count" else (total / count if count else math.nan)
+        for j, f in self._rows:
+            out[:, j] = np.asarray(f.fn(columns), dtype=np.float64)
+        # Plain Python from here: a micro-batch has a handful of rows, where each numpy call would
+        # cost more than the arithmetic it vectorises.
+        for members, slots in zip(self._windows.values(), window_slots, strict=True):
+            answers = [aggregates[k] for k in slots]
+            for j, agg in members:
+                if agg == "count":
+                    out[:, j] = [count for count, _ in answers]
                 else:
-                    row = latest_rows[k]
-                    fresh = row is not None and t[i] - row[0] <= f.ttl_seconds
-                    out[i, j] = row[1][column] if fresh and row is not None else math.nan
+                    out[:, j] = [total / count if count else math.nan for count, total in answers]
+        for lookups, slots in zip(self._latest.values(), latest_slots, strict=True):
+            rows = [latest_rows[k] for k in slots]
+            for j, column, ttl in lookups:
+                out[:, j] = [
+                    row[1][column] if row is not None and ti - row[0] <= ttl else math.nan
+                    for row, ti in zip(rows, t, strict=True)
+                ]
         return out
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from shared.features.definitions import EventSource
 
@@ -46,10 +46,9 @@ class Event:
         return "|".join([self.event_id, *map(repr, map(float, self.values))])
 
 
-@dataclass(frozen=True)
-class WindowQuery:
+class WindowQuery(NamedTuple):
     """Count and sum of value column ``column`` over events of ``source`` with ``key == value`` and
-    time in ``[start, end)``."""
+    time in ``[start, end)``. (A named tuple: a request builds a dozen, and they are dict keys.)"""
 
     source: str
     key: str
@@ -59,8 +58,7 @@ class WindowQuery:
     column: int
 
 
-@dataclass(frozen=True)
-class LatestQuery:
+class LatestQuery(NamedTuple):
     """The latest event of ``source`` with ``key == value`` and time at or before ``at``."""
 
     source: str
@@ -177,7 +175,7 @@ class RedisStore:
 
         self._redis: Any = redis.Redis.from_url(url, decode_responses=True)
         self._write_script = self._redis.register_script(_COMMON_LUA + _WRITE_LUA)
-        self._windows = self._redis.register_script(_COMMON_LUA + _WINDOWS_LUA)
+        self._read_script = self._redis.register_script(_COMMON_LUA + _READ_LUA)
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
 
@@ -209,26 +207,32 @@ class RedisStore:
     def read(
         self, windows: Sequence[WindowQuery], latest: Sequence[LatestQuery]
     ) -> tuple[list[Aggregate], list[Row | None]]:
-        pipe = self._redis.pipeline(transaction=False)
-        if windows:
-            names = list(dict.fromkeys(self._name(q.source, q.key, q.value) for q in windows))
-            index = {name: 2 * i + 1 for i, name in enumerate(names)}  # Lua is 1-based
-            args: list[int] = []
-            for q in windows:
-                args += [index[self._name(q.source, q.key, q.value)], q.start, q.end, q.column + 1]
-            keys = [k for name in names for k in (name, name + ":cum")]
-            self._windows(keys=keys, args=args, client=pipe)
+        if not windows and not latest:
+            return [], []
+        # One EVALSHA answers everything (a pipeline holding a script would first ask SCRIPT
+        # EXISTS, which redis-py does on every execute). The numbers travel as one comma-joined
+        # string each way: redis-py's per-argument packing and reply parsing cost more than Redis.
+        index: dict[tuple[str, str, str], int] = {}
+        spec: list[int] = []
+        for q in windows:
+            spec += [
+                index.setdefault((q.source, q.key, q.value), 2 * len(index) + 1),
+                q.start,
+                q.end,
+                q.column + 1,
+            ]
+        asof: list[int] = []
         for lq in latest:
-            pipe.zrevrangebyscore(
-                self._name(lq.source, lq.key, lq.value), lq.at, "-inf", start=0, num=1, withscores=True
-            )
-        replies = pipe.execute()
-        aggregates: list[Aggregate] = []
-        if windows:
-            flat = replies.pop(0)
-            aggregates = [(int(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+            asof += [index.setdefault((lq.source, lq.key, lq.value), 2 * len(index) + 1), lq.at]
+        keys = []
+        for source, key, value in index:  # KEYS holds (events, cumulative) pairs; Lua is 1-based
+            name = self._name(source, key, value)
+            keys += [name, name + ":cum"]
+        reply = self._read_script(keys=keys, args=[",".join(map(str, spec)), ",".join(map(str, asof))])
+        numbers = reply[0].split(",") if windows else []
+        aggregates = [(int(numbers[i]), float(numbers[i + 1])) for i in range(0, len(numbers), 2)]
         latest_rows: list[Row | None] = [
-            (int(reply[0][1]), _decode(reply[0][0])) if reply else None for reply in replies
+            (int(reply[i + 1]), _decode(reply[i])) if reply[i] else None for i in range(1, len(reply), 2)
         ]
         return aggregates, latest_rows
 
@@ -342,23 +346,41 @@ end
 return 0
 """
 
-# ARGV holds (key index, start, end, value column, 1-based) per window. Count and sum of events
-# with time in [start, end): the last entry before end minus everything before the first entry at
-# or after start; a window holding an inexact value is scanned and summed in time order instead.
-_WINDOWS_LUA = """
-local out = {}
-for w = 1, #ARGV, 4 do
-  local k, start, stop, col = tonumber(ARGV[w]), ARGV[w + 1], '(' .. ARGV[w + 2], tonumber(ARGV[w + 3])
+# ARGV[1] holds "key index,start,end,value column (1-based)" per window, comma-joined; ARGV[2]
+# "key index,time" per latest read. Count and sum of events with time in [start, end): the last
+# entry before end minus everything before the first entry at or after start; a window holding an
+# inexact value is scanned and summed in time order instead. Windows ending at the same time on
+# the same key (1 h, 3 h, 24 h of one request) share the lookup of that last entry. The reply is
+# "count,sum,count,sum..." then, per latest read, the member and time of the last event at or
+# before its time (two empty strings when there is none).
+_READ_LUA = """
+local function numbers(s)
+  local out = {}
+  for x in string.gmatch(s, '[^,]+') do out[#out + 1] = x end
+  return out
+end
+local sums, lasts, widths = {}, {}, {}
+local w = numbers(ARGV[1])
+for i = 1, #w, 4 do
+  local k, start, stop, col = tonumber(w[i]), w[i + 1], '(' .. w[i + 2], tonumber(w[i + 3])
   local events, cum = KEYS[k], KEYS[k + 1]
   local count, total = 0, 0.0
   local first = redis.call('ZRANGEBYSCORE', cum, start, stop, 'LIMIT', 0, 1)
   if #first > 0 then
-    local last = redis.call('ZREVRANGEBYSCORE', cum, stop, start, 'LIMIT', 0, 1)
-    -- An entry has 1 + 2n fields before the member and the member n after its id: 1 + 3n bars.
-    local _, bars = string.gsub(first[1], '|', '|')
-    local n = (bars - 1) / 3
+    local n = widths[k]
+    if n == nil then
+      -- An entry has 1 + 2n fields before the member and the member n after its id: 1 + 3n bars.
+      local _, bars = string.gsub(first[1], '|', '|')
+      n = (bars - 1) / 3
+      widths[k] = n
+    end
+    local memo = k .. stop
+    local l1 = lasts[memo]
+    if l1 == nil then
+      l1 = parse(redis.call('ZREVRANGEBYSCORE', cum, stop, '-inf', 'LIMIT', 0, 1)[1], n)
+      lasts[memo] = l1
+    end
     local f1, fm = parse(first[1], n)
-    local l1 = parse(last[1], n)
     local c = own(fm, n)
     count = l1[1] - (f1[1] - 1)
     if l1[1 + col] - (f1[1 + col] - c[1 + col]) == 0 then
@@ -370,8 +392,16 @@ for w = 1, #ARGV, 4 do
       end
     end
   end
-  out[#out + 1] = tostring(count)
-  out[#out + 1] = string.format('%.17g', total)
+  sums[#sums + 1] = tostring(count)
+  sums[#sums + 1] = string.format('%.17g', total)
+end
+local out = {table.concat(sums, ',')}
+local a = numbers(ARGV[2])
+for i = 1, #a, 2 do
+  local events = KEYS[tonumber(a[i])]
+  local last = redis.call('ZREVRANGEBYSCORE', events, a[i + 1], '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  out[#out + 1] = last[1] or ''
+  out[#out + 1] = last[2] or ''
 end
 return out
 """
