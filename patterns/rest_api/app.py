@@ -4,9 +4,10 @@ Built for throughput on one uvicorn worker per process:
 
 * handlers take the raw ``Request`` and parse JSON themselves (the pydantic models in ``schemas`` only
   document the API), and answer pre-serialised bytes;
-* scoring runs on one background thread through ``MicroBatcher``: requests that arrive while a batch is
-  being scored are scored together next, so concurrent callers share one feature-store round trip
-  and one onnxruntime call (adaptive micro-batching, no waiting when idle);
+* scoring runs on the event loop through ``MicroBatcher``: requests that arrive while a batch waits
+  for the feature store (an awaited read, the loop keeps serving) are scored together next, so
+  concurrent callers share one feature-store round trip and one onnxruntime call (adaptive
+  micro-batching, no waiting when idle);
 * metrics are recorded in the handler with cached label children, no middleware.
 """
 
@@ -119,7 +120,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        batcher.pool.shutdown(wait=True)
+        await batcher.join()
 
     app = FastAPI(
         title=title,
@@ -342,7 +343,7 @@ def create_app(
         if matrix.ndim != 2 or matrix.shape[1] != n:
             return _error(f"expected a (rows, {n}) matrix, got shape {list(matrix.shape)}", 422, "features")
         probabilities = await asyncio.get_running_loop().run_in_executor(
-            batcher.pool, service.predict_features, matrix
+            None, service.predict_features, matrix
         )
         return _json({"model_version": service.version, "probabilities": probabilities.tolist()})
 

@@ -15,7 +15,8 @@ import math
 import queue
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -78,6 +79,17 @@ def build_store(kind: str, redis_url: str | None = None, prefix: str = "mlp") ->
     query.setdefault("socket_timeout", "2")
     query.setdefault("socket_connect_timeout", "1")
     return RedisStore(urlunsplit(parts._replace(query=urlencode(query))), prefix=prefix)
+
+
+@contextmanager
+def _feature_errors() -> Iterator[None]:
+    """A bad field is the caller's 4xx; a store that does not answer is a 503 (retry later)."""
+    try:
+        yield
+    except RequestError as exc:
+        raise InputError(exc.field, str(exc)) from None
+    except _STORE_ERRORS as exc:
+        raise StoreUnavailable(f"feature store error: {type(exc).__name__}: {exc}") from exc
 
 
 class _LogWriter:
@@ -196,12 +208,13 @@ class FlightDelayService:
 
     def features(self, requests: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """(n, n_features) float64 from the online store, one store round trip for the batch."""
-        try:
+        with _feature_errors():
             return self.executor.matrix(requests)
-        except RequestError as exc:
-            raise InputError(exc.field, str(exc)) from None
-        except _STORE_ERRORS as exc:
-            raise StoreUnavailable(f"feature store error: {type(exc).__name__}: {exc}") from exc
+
+    async def features_async(self, requests: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """``features`` for the asyncio server (awaits the store); override both or neither."""
+        with _feature_errors():
+            return await self.executor.matrix_async(requests)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Delay probability per row (onnxruntime)."""
@@ -227,9 +240,17 @@ class FlightDelayService:
         self, requests: Sequence[Mapping[str, Any]], request_ids: Sequence[str | None] | None = None
     ) -> list[Prediction]:
         """Features + model + prediction log for decoded requests (the part worth batching)."""
-        if not requests:
-            return []
-        x = self.features(requests)
+        return self._scored(requests, request_ids, self.features(requests)) if requests else []
+
+    async def score_async(
+        self, requests: Sequence[Mapping[str, Any]], request_ids: Sequence[str | None] | None = None
+    ) -> list[Prediction]:
+        """``score`` on the event loop: only the feature-store read waits, and it does not block."""
+        return self._scored(requests, request_ids, await self.features_async(requests)) if requests else []
+
+    def _scored(
+        self, requests: Sequence[Mapping[str, Any]], request_ids: Sequence[str | None] | None, x: np.ndarray
+    ) -> list[Prediction]:
         probabilities = self.predict(x).tolist()
         ids = request_ids or [None] * len(requests)
         rows = [

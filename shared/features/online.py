@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from shared.features.definitions import AsOfFeature, FeatureSet, RowFeature, WindowFeature
-from shared.features.stores import LatestQuery, OnlineStore, WindowQuery
+from shared.features.stores import Aggregate, LatestQuery, OnlineStore, Row, WindowQuery
 
 __all__ = ["OnlineExecutor", "RequestError"]
 
@@ -56,16 +56,20 @@ class OnlineExecutor:
 
     def matrix(self, requests: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """float64 matrix, one row per request, columns in feature-set order."""
-        fs = self.feature_set
-        n = len(requests)
-        out = np.empty((n, len(fs.features)), dtype=np.float64)
-        if n == 0:
-            return out
-        t = [_time(r, fs.request_time) for r in requests]
+        plan = self._plan(requests)
+        return self._assemble(plan, *self.store.read(plan.windows, plan.latest))
+
+    async def matrix_async(self, requests: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """``matrix`` for an asyncio server: the store read does not block the event loop."""
+        plan = self._plan(requests)
+        return self._assemble(plan, *await self.store.read_async(plan.windows, plan.latest))
+
+    def _plan(self, requests: Sequence[Mapping[str, Any]]) -> _Plan:
+        t = [_time(r, self.feature_set.request_time) for r in requests]
         columns = {c: np.asarray([_field(r, c) for r in requests]) for c in self._row_inputs}
         keys = {k: [str(_field(r, k)) for r in requests] for k in self._keys}
         # Requests of a micro-batch share carriers, origins and often times: each distinct query
-        # is asked once. ``slots`` maps every request to its query's index in the store's reply.
+        # is asked once. The slots map every request to its query's index in the store's reply.
         windows: dict[WindowQuery, int] = {}
         latest: dict[LatestQuery, int] = {}
         window_slots = [
@@ -82,19 +86,27 @@ class OnlineExecutor:
             ]
             for src, key in self._latest
         ]
-        aggregates, latest_rows = self.store.read(list(windows), list(latest))
+        return _Plan(t, columns, list(windows), list(latest), window_slots, latest_slots)
+
+    def _assemble(
+        self, plan: _Plan, aggregates: list[Aggregate], latest_rows: list[Row | None]
+    ) -> np.ndarray:
+        t = plan.t
+        out = np.empty((len(t), len(self.feature_set.features)), dtype=np.float64)
+        if not t:
+            return out
         for j, f in self._rows:
-            out[:, j] = np.asarray(f.fn(columns), dtype=np.float64)
+            out[:, j] = np.asarray(f.fn(plan.columns), dtype=np.float64)
         # Plain Python from here: a micro-batch has a handful of rows, where each numpy call would
         # cost more than the arithmetic it vectorises.
-        for members, slots in zip(self._windows.values(), window_slots, strict=True):
+        for members, slots in zip(self._windows.values(), plan.window_slots, strict=True):
             answers = [aggregates[k] for k in slots]
             for j, agg in members:
                 if agg == "count":
                     out[:, j] = [count for count, _ in answers]
                 else:
                     out[:, j] = [total / count if count else math.nan for count, total in answers]
-        for lookups, slots in zip(self._latest.values(), latest_slots, strict=True):
+        for lookups, slots in zip(self._latest.values(), plan.latest_slots, strict=True):
             rows = [latest_rows[k] for k in slots]
             for j, column, ttl in lookups:
                 out[:, j] = [
@@ -102,6 +114,17 @@ class OnlineExecutor:
                     for row, ti in zip(rows, t, strict=True)
                 ]
         return out
+
+
+class _Plan(NamedTuple):
+    """What ``matrix`` needs between asking the store and assembling its answers."""
+
+    t: list[int]
+    columns: dict[str, np.ndarray]
+    windows: list[WindowQuery]
+    latest: list[LatestQuery]
+    window_slots: list[list[int]]
+    latest_slots: list[list[int]]
 
 
 def _field(request: Mapping[str, Any], name: str) -> Any:

@@ -18,9 +18,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from shared.features import _redis_lua as _lua
 from shared.features.definitions import EventSource
 
-__all__ = ["EmbeddedStore", "Event", "LatestQuery", "OnlineStore", "RedisStore", "WindowQuery"]
+__all__ = [
+    "Aggregate",
+    "EmbeddedStore",
+    "Event",
+    "LatestQuery",
+    "OnlineStore",
+    "RedisStore",
+    "Row",
+    "WindowQuery",
+]
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,12 @@ class OnlineStore(Protocol):
         self, windows: Sequence[WindowQuery], latest: Sequence[LatestQuery]
     ) -> tuple[list[Aggregate], list[Row | None]]: ...
 
+    async def read_async(
+        self, windows: Sequence[WindowQuery], latest: Sequence[LatestQuery]
+    ) -> tuple[list[Aggregate], list[Row | None]]:
+        """``read`` for an asyncio server: must not block the event loop while waiting."""
+        ...
+
     def ping(self) -> bool: ...
 
     def clear(self) -> None: ...
@@ -141,6 +157,11 @@ class EmbeddedStore:
             latest_rows.append((rows[i][0], rows[i][2]) if i >= 0 else None)
         return aggregates, latest_rows
 
+    async def read_async(
+        self, windows: Sequence[WindowQuery], latest: Sequence[LatestQuery]
+    ) -> tuple[list[Aggregate], list[Row | None]]:
+        return self.read(windows, latest)  # in memory: nothing to wait for
+
     def ping(self) -> bool:
         return True
 
@@ -174,8 +195,10 @@ class RedisStore:
         import redis  # the client is only needed when this backend is chosen
 
         self._redis: Any = redis.Redis.from_url(url, decode_responses=True)
-        self._write_script = self._redis.register_script(_COMMON_LUA + _WRITE_LUA)
-        self._read_script = self._redis.register_script(_COMMON_LUA + _READ_LUA)
+        self._write_script = self._redis.register_script(_lua.COMMON + _lua.WRITE)
+        self._read_script = self._redis.register_script(_lua.COMMON + _lua.READ)
+        self._async: Any = None  # the event-loop client of read_async, made on first use
+        self.url = url
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
 
@@ -209,18 +232,42 @@ class RedisStore:
     ) -> tuple[list[Aggregate], list[Row | None]]:
         if not windows and not latest:
             return [], []
+        keys, args = self._read_command(windows, latest)
+        return _read_reply(self._read_script(keys=keys, args=args), bool(windows))
+
+    async def read_async(
+        self, windows: Sequence[WindowQuery], latest: Sequence[LatestQuery]
+    ) -> tuple[list[Aggregate], list[Row | None]]:
+        """``read`` on the running event loop, without blocking it (see ``shared.features.resp``)."""
+        if not windows and not latest:
+            return [], []
+        from redis.exceptions import ResponseError
+
+        keys, args = self._read_command(windows, latest)
+        script = self._read_script
+        if self._async is None:
+            from shared.features.resp import AsyncRedis
+
+            self._async = AsyncRedis(self.url)
+        try:
+            reply = await self._async.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):  # a restarted or flushed Redis forgot it
+                raise
+            reply = await self._async.call("EVAL", script.script, len(keys), *keys, *args)
+        return _read_reply(reply, bool(windows))
+
+    def _read_command(
+        self, windows: Sequence[WindowQuery], latest: Sequence[LatestQuery]
+    ) -> tuple[list[str], list[str]]:
         # One EVALSHA answers everything (a pipeline holding a script would first ask SCRIPT
         # EXISTS, which redis-py does on every execute). The numbers travel as one comma-joined
-        # string each way: redis-py's per-argument packing and reply parsing cost more than Redis.
+        # string each way: per-argument packing and reply parsing cost more than Redis's work.
         index: dict[tuple[str, str, str], int] = {}
         spec: list[int] = []
         for q in windows:
-            spec += [
-                index.setdefault((q.source, q.key, q.value), 2 * len(index) + 1),
-                q.start,
-                q.end,
-                q.column + 1,
-            ]
+            k = index.setdefault((q.source, q.key, q.value), 2 * len(index) + 1)
+            spec += [k, q.start, q.end, q.column + 1]
         asof: list[int] = []
         for lq in latest:
             asof += [index.setdefault((lq.source, lq.key, lq.value), 2 * len(index) + 1), lq.at]
@@ -228,13 +275,7 @@ class RedisStore:
         for source, key, value in index:  # KEYS holds (events, cumulative) pairs; Lua is 1-based
             name = self._name(source, key, value)
             keys += [name, name + ":cum"]
-        reply = self._read_script(keys=keys, args=[",".join(map(str, spec)), ",".join(map(str, asof))])
-        numbers = reply[0].split(",") if windows else []
-        aggregates = [(int(numbers[i]), float(numbers[i + 1])) for i in range(0, len(numbers), 2)]
-        latest_rows: list[Row | None] = [
-            (int(reply[i + 1]), _decode(reply[i])) if reply[i] else None for i in range(1, len(reply), 2)
-        ]
-        return aggregates, latest_rows
+        return keys, [",".join(map(str, spec)), ",".join(map(str, asof))]
 
     def ping(self) -> bool:
         return bool(self._redis.ping())
@@ -259,152 +300,13 @@ def _sum(values: Iterable[float]) -> float:
     return total
 
 
-# A cumulative entry is "<count %012d>|<inexact_1..n>|<sum_1..n>|<event member>": the running
-# count, per value column the running number of values a double cannot sum exactly and the running
-# sum of the others, then the event's own member "<id>|<v1>|...|<vn>". The zero-padded count makes
-# entries of equal time sort (by member) in insertion order, so the last entry at or before a time
-# is the one that includes every event of that time.
-_COMMON_LUA = """
-local EXACT = 9007199254740992
-local function values(member, n)
-  local out, s = {}, string.find(member, '|', 1, true)
-  for i = 1, n do
-    local e = string.find(member, '|', s + 1, true)
-    out[i] = tonumber(string.sub(member, s + 1, e and e - 1 or -1))
-    s = e
-  end
-  return out
-end
-local function own(member, n)
-  local v, c = values(member, n), {1}
-  for i = 1, n do
-    local x = v[i]
-    if x ~= nil and x == x and x > -EXACT and x < EXACT and math.floor(x) == x then
-      c[1 + i], c[1 + n + i] = 0, x
-    else
-      c[1 + i], c[1 + n + i] = 1, 0
-    end
-  end
-  return c
-end
-local function parse(entry, n)
-  local f, s = {}, 0
-  for i = 1, 1 + 2 * n do
-    local e = string.find(entry, '|', s + 1, true)
-    f[i] = tonumber(string.sub(entry, s + 1, e - 1))
-    s = e
-  end
-  return f, string.sub(entry, s + 1)
-end
-"""
-
-_WRITE_LUA = """
-local n = tonumber(ARGV[1])
-local function format(f, member)
-  local parts = {string.format('%012d', f[1])}
-  for i = 2, 1 + 2 * n do parts[i] = string.format('%.17g', f[i]) end
-  parts[#parts + 1] = member
-  return table.concat(parts, '|')
-end
-local function shift(cum, from, after_count, c, sign)
-  local later = redis.call('ZRANGEBYSCORE', cum, from, '+inf', 'WITHSCORES')
-  for j = 1, #later, 2 do
-    local f, member = parse(later[j], n)
-    if f[1] > after_count then
-      for i = 1, 1 + 2 * n do f[i] = f[i] + sign * c[i] end
-      redis.call('ZREM', cum, later[j])
-      redis.call('ZADD', cum, later[j + 1], format(f, member))
-    end
-  end
-end
-for a = 2, #ARGV, 3 do
-  local k, ts, member = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2]
-  local events, cum = KEYS[k], KEYS[k + 1]
-  local old = redis.call('ZSCORE', events, member)
-  if not (old and tonumber(old) == ts) then
-    local c = own(member, n)
-    if old then  -- the same event at a new time moves (ZADD semantics): take it out first
-      for _, entry in ipairs(redis.call('ZRANGEBYSCORE', cum, old, old)) do
-        local f, m = parse(entry, n)
-        if m == member then
-          redis.call('ZREM', cum, entry)
-          shift(cum, old, f[1], c, -1)
-          break
-        end
-      end
-    end
-    redis.call('ZADD', events, ts, member)
-    local base = {0}
-    for i = 2, 1 + 2 * n do base[i] = 0 end
-    local prev = redis.call('ZREVRANGEBYSCORE', cum, ts, '-inf', 'LIMIT', 0, 1)
-    if #prev > 0 then base = parse(prev[1], n) end
-    shift(cum, '(' .. ts, -1, c, 1)  -- usually nothing: events mostly arrive in time order
-    for i = 1, 1 + 2 * n do base[i] = base[i] + c[i] end
-    redis.call('ZADD', cum, ts, format(base, member))
-  end
-end
-return 0
-"""
-
-# ARGV[1] holds "key index,start,end,value column (1-based)" per window, comma-joined; ARGV[2]
-# "key index,time" per latest read. Count and sum of events with time in [start, end): the last
-# entry before end minus everything before the first entry at or after start; a window holding an
-# inexact value is scanned and summed in time order instead. Windows ending at the same time on
-# the same key (1 h, 3 h, 24 h of one request) share the lookup of that last entry. The reply is
-# "count,sum,count,sum..." then, per latest read, the member and time of the last event at or
-# before its time (two empty strings when there is none).
-_READ_LUA = """
-local function numbers(s)
-  local out = {}
-  for x in string.gmatch(s, '[^,]+') do out[#out + 1] = x end
-  return out
-end
-local sums, lasts, widths = {}, {}, {}
-local w = numbers(ARGV[1])
-for i = 1, #w, 4 do
-  local k, start, stop, col = tonumber(w[i]), w[i + 1], '(' .. w[i + 2], tonumber(w[i + 3])
-  local events, cum = KEYS[k], KEYS[k + 1]
-  local count, total = 0, 0.0
-  local first = redis.call('ZRANGEBYSCORE', cum, start, stop, 'LIMIT', 0, 1)
-  if #first > 0 then
-    local n = widths[k]
-    if n == nil then
-      -- An entry has 1 + 2n fields before the member and the member n after its id: 1 + 3n bars.
-      local _, bars = string.gsub(first[1], '|', '|')
-      n = (bars - 1) / 3
-      widths[k] = n
-    end
-    local memo = k .. stop
-    local l1 = lasts[memo]
-    if l1 == nil then
-      l1 = parse(redis.call('ZREVRANGEBYSCORE', cum, stop, '-inf', 'LIMIT', 0, 1)[1], n)
-      lasts[memo] = l1
-    end
-    local f1, fm = parse(first[1], n)
-    local c = own(fm, n)
-    count = l1[1] - (f1[1] - 1)
-    if l1[1 + col] - (f1[1 + col] - c[1 + col]) == 0 then
-      total = l1[1 + n + col] - (f1[1 + n + col] - c[1 + n + col])
-    else
-      total = 0.0
-      for _, mem in ipairs(redis.call('ZRANGEBYSCORE', events, start, stop)) do
-        total = total + values(mem, n)[col]
-      end
-    end
-  end
-  sums[#sums + 1] = tostring(count)
-  sums[#sums + 1] = string.format('%.17g', total)
-end
-local out = {table.concat(sums, ',')}
-local a = numbers(ARGV[2])
-for i = 1, #a, 2 do
-  local events = KEYS[tonumber(a[i])]
-  local last = redis.call('ZREVRANGEBYSCORE', events, a[i + 1], '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  out[#out + 1] = last[1] or ''
-  out[#out + 1] = last[2] or ''
-end
-return out
-"""
+def _read_reply(reply: list[str], has_windows: bool) -> tuple[list[Aggregate], list[Row | None]]:
+    numbers = reply[0].split(",") if has_windows else []
+    aggregates = [(int(numbers[i]), float(numbers[i + 1])) for i in range(0, len(numbers), 2)]
+    latest_rows: list[Row | None] = [
+        (int(reply[i + 1]), _decode(reply[i])) if reply[i] else None for i in range(1, len(reply), 2)
+    ]
+    return aggregates, latest_rows
 
 
 def _order(row: tuple[int, str, tuple[float, ...]]) -> tuple[int, str]:

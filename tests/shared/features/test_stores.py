@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 
@@ -33,7 +34,7 @@ def _random_events(rng: random.Random, n: int) -> list[Event]:
     ]
 
 
-def _read_all(store: OnlineStore, rng: random.Random) -> tuple[list, list]:
+def _read_all(store: OnlineStore, rng: random.Random, *, on_event_loop: bool = False) -> tuple[list, list]:
     windows = [
         WindowQuery("departures", key, value, start, start + rng.randrange(0, 4000), 0)
         for key, value in (("carrier", "A"), ("carrier", "B"), ("origin", "X"), ("origin", "Y"))
@@ -44,6 +45,8 @@ def _read_all(store: OnlineStore, rng: random.Random) -> tuple[list, list]:
         for value in ("X", "Y", "Z")
         for _ in range(5)
     ]
+    if on_event_loop:
+        return asyncio.run(store.read_async(windows, latest))
     return store.read(windows, latest)
 
 
@@ -60,6 +63,8 @@ def test_embedded_and_redis_stores_agree_on_random_writes_reads_and_evictions(re
         expected = _read_all(embedded, rng)
         rng.setstate(state)
         assert _read_all(redis_store, rng) == expected
+        rng.setstate(state)
+        assert _read_all(redis_store, rng, on_event_loop=True) == expected
         seen_nonempty |= any(count for count, _ in expected[0])
     assert seen_nonempty and redis_store.ping()
 

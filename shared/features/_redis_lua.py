@@ -1,0 +1,150 @@
+"""The Lua scripts ``RedisStore`` runs inside Redis (kept apart: they are a language of their own)."""
+
+__all__ = ["COMMON", "READ", "WRITE"]
+
+# A cumulative entry is "<count %012d>|<inexact_1..n>|<sum_1..n>|<event member>": the running
+# count, per value column the running number of values a double cannot sum exactly and the running
+# sum of the others, then the event's own member "<id>|<v1>|...|<vn>". The zero-padded count makes
+# entries of equal time sort (by member) in insertion order, so the last entry at or before a time
+# is the one that includes every event of that time.
+COMMON = """
+local EXACT = 9007199254740992
+local function values(member, n)
+  local out, s = {}, string.find(member, '|', 1, true)
+  for i = 1, n do
+    local e = string.find(member, '|', s + 1, true)
+    out[i] = tonumber(string.sub(member, s + 1, e and e - 1 or -1))
+    s = e
+  end
+  return out
+end
+local function own(member, n)
+  local v, c = values(member, n), {1}
+  for i = 1, n do
+    local x = v[i]
+    if x ~= nil and x == x and x > -EXACT and x < EXACT and math.floor(x) == x then
+      c[1 + i], c[1 + n + i] = 0, x
+    else
+      c[1 + i], c[1 + n + i] = 1, 0
+    end
+  end
+  return c
+end
+local function parse(entry, n)
+  local f, s = {}, 0
+  for i = 1, 1 + 2 * n do
+    local e = string.find(entry, '|', s + 1, true)
+    f[i] = tonumber(string.sub(entry, s + 1, e - 1))
+    s = e
+  end
+  return f, string.sub(entry, s + 1)
+end
+"""
+
+WRITE = """
+local n = tonumber(ARGV[1])
+local function format(f, member)
+  local parts = {string.format('%012d', f[1])}
+  for i = 2, 1 + 2 * n do parts[i] = string.format('%.17g', f[i]) end
+  parts[#parts + 1] = member
+  return table.concat(parts, '|')
+end
+local function shift(cum, from, after_count, c, sign)
+  local later = redis.call('ZRANGEBYSCORE', cum, from, '+inf', 'WITHSCORES')
+  for j = 1, #later, 2 do
+    local f, member = parse(later[j], n)
+    if f[1] > after_count then
+      for i = 1, 1 + 2 * n do f[i] = f[i] + sign * c[i] end
+      redis.call('ZREM', cum, later[j])
+      redis.call('ZADD', cum, later[j + 1], format(f, member))
+    end
+  end
+end
+for a = 2, #ARGV, 3 do
+  local k, ts, member = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2]
+  local events, cum = KEYS[k], KEYS[k + 1]
+  local old = redis.call('ZSCORE', events, member)
+  if not (old and tonumber(old) == ts) then
+    local c = own(member, n)
+    if old then  -- the same event at a new time moves (ZADD semantics): take it out first
+      for _, entry in ipairs(redis.call('ZRANGEBYSCORE', cum, old, old)) do
+        local f, m = parse(entry, n)
+        if m == member then
+          redis.call('ZREM', cum, entry)
+          shift(cum, old, f[1], c, -1)
+          break
+        end
+      end
+    end
+    redis.call('ZADD', events, ts, member)
+    local base = {0}
+    for i = 2, 1 + 2 * n do base[i] = 0 end
+    local prev = redis.call('ZREVRANGEBYSCORE', cum, ts, '-inf', 'LIMIT', 0, 1)
+    if #prev > 0 then base = parse(prev[1], n) end
+    shift(cum, '(' .. ts, -1, c, 1)  -- usually nothing: events mostly arrive in time order
+    for i = 1, 1 + 2 * n do base[i] = base[i] + c[i] end
+    redis.call('ZADD', cum, ts, format(base, member))
+  end
+end
+return 0
+"""
+
+# ARGV[1] holds "key index,start,end,value column (1-based)" per window, comma-joined; ARGV[2]
+# "key index,time" per latest read. Count and sum of events with time in [start, end): the last
+# entry before end minus everything before the first entry at or after start; a window holding an
+# inexact value is scanned and summed in time order instead. Windows ending at the same time on
+# the same key (1 h, 3 h, 24 h of one request) share the lookup of that last entry. The reply is
+# "count,sum,count,sum..." then, per latest read, the member and time of the last event at or
+# before its time (two empty strings when there is none).
+READ = """
+local function numbers(s)
+  local out = {}
+  for x in string.gmatch(s, '[^,]+') do out[#out + 1] = x end
+  return out
+end
+local sums, lasts, widths = {}, {}, {}
+local w = numbers(ARGV[1])
+for i = 1, #w, 4 do
+  local k, start, stop, col = tonumber(w[i]), w[i + 1], '(' .. w[i + 2], tonumber(w[i + 3])
+  local events, cum = KEYS[k], KEYS[k + 1]
+  local count, total = 0, 0.0
+  local first = redis.call('ZRANGEBYSCORE', cum, start, stop, 'LIMIT', 0, 1)
+  if #first > 0 then
+    local n = widths[k]
+    if n == nil then
+      -- An entry has 1 + 2n fields before the member and the member n after its id: 1 + 3n bars.
+      local _, bars = string.gsub(first[1], '|', '|')
+      n = (bars - 1) / 3
+      widths[k] = n
+    end
+    local memo = k .. stop
+    local l1 = lasts[memo]
+    if l1 == nil then
+      l1 = parse(redis.call('ZREVRANGEBYSCORE', cum, stop, '-inf', 'LIMIT', 0, 1)[1], n)
+      lasts[memo] = l1
+    end
+    local f1, fm = parse(first[1], n)
+    local c = own(fm, n)
+    count = l1[1] - (f1[1] - 1)
+    if l1[1 + col] - (f1[1 + col] - c[1 + col]) == 0 then
+      total = l1[1 + n + col] - (f1[1 + n + col] - c[1 + n + col])
+    else
+      total = 0.0
+      for _, mem in ipairs(redis.call('ZRANGEBYSCORE', events, start, stop)) do
+        total = total + values(mem, n)[col]
+      end
+    end
+  end
+  sums[#sums + 1] = tostring(count)
+  sums[#sums + 1] = string.format('%.17g', total)
+end
+local out = {table.concat(sums, ',')}
+local a = numbers(ARGV[2])
+for i = 1, #a, 2 do
+  local events = KEYS[tonumber(a[i])]
+  local last = redis.call('ZREVRANGEBYSCORE', events, a[i + 1], '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  out[#out + 1] = last[1] or ''
+  out[#out + 1] = last[2] or ''
+end
+return out
+"""

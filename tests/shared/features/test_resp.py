@@ -1,0 +1,91 @@
+"""The event-loop Redis client of the online read path, against the real Redis server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+
+import pytest
+import redis
+from redis import exceptions as errors
+
+from shared.example.data import departures, load_flights
+from shared.example.flights import FLIGHT_FEATURES
+from shared.features import OnlineExecutor, RedisStore
+from shared.features.resp import AsyncRedis
+from shared.features.stores import Event
+
+
+def test_replies_come_back_in_order_to_concurrent_callers(redis_server) -> None:
+    client = AsyncRedis(redis_server.url)
+    name = f"test-resp-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> list[object]:
+        await client.call("DEL", name)
+        return await asyncio.gather(*(client.call("INCR", name) for _ in range(200)))
+
+    try:
+        assert sorted(asyncio.run(run())) == list(range(1, 201))  # type: ignore[type-var]
+        assert asyncio.run(client.call("GET", name)) == "200"  # a second event loop reconnects
+    finally:
+        redis.Redis.from_url(redis_server.url).delete(name)
+        client.close()
+
+
+def test_an_error_reply_raises_response_error_and_the_connection_stays_usable(redis_server) -> None:
+    client = AsyncRedis(redis_server.url)
+
+    async def run() -> object:
+        with pytest.raises(errors.ResponseError, match="unknown command"):
+            await client.call("NO-SUCH-COMMAND")
+        return await client.call("PING")
+
+    assert asyncio.run(run()) == "PONG"
+
+
+def test_a_redis_that_forgot_the_script_is_answered_by_eval(redis_server) -> None:
+    store = RedisStore(redis_server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")
+    flights = load_flights((1,))
+    day = flights[(flights["month"] == 1) & (flights["day"] == 10)]
+    source = FLIGHT_FEATURES.source("departures")
+    events = [Event.from_record(source, r) for r in departures(day).to_dict("records")]
+    store.write("departures", events)
+    executor = OnlineExecutor(FLIGHT_FEATURES, store)
+    requests = day.head(20).to_dict("records")
+    try:
+        expected = executor.matrix(requests)
+        redis.Redis.from_url(redis_server.url).script_flush()
+        got = asyncio.run(executor.matrix_async(requests))
+        assert got.tobytes() == expected.tobytes()
+    finally:
+        store.clear()
+
+
+def test_connection_refused_is_a_connection_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens once closed
+    client = AsyncRedis(f"redis://127.0.0.1:{port}/0?socket_connect_timeout=1")
+    with pytest.raises(errors.ConnectionError, match="cannot connect"):
+        asyncio.run(client.call("PING"))
+
+
+def test_a_silent_server_times_out_and_the_next_call_reconnects(redis_server) -> None:
+    # A listening socket that never answers: the way a hung Redis looks to a client.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        client = AsyncRedis(f"redis://127.0.0.1:{port}/0?socket_timeout=0.3")
+
+        async def run() -> None:
+            started = time.monotonic()
+            with pytest.raises(errors.TimeoutError):
+                await client.call("PING")
+            assert time.monotonic() - started < 2
+            with pytest.raises(errors.TimeoutError):  # a fresh connection, not a dead one
+                await client.call("PING")
+
+        asyncio.run(run())
