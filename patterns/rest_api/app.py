@@ -14,6 +14,7 @@ Built for throughput on one uvicorn worker per process:
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import importlib.metadata
 import json
@@ -59,8 +60,12 @@ def _package_version() -> str:
         return "0+unknown"
 
 
+# One encoder for every response: json.dumps with options builds a new one on every call.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")).encode(), status, media_type=_JSON)
+    return Response(_ENCODE(body).encode(), status, media_type=_JSON)
 
 
 def _parse(body: bytes) -> Any:
@@ -119,6 +124,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Everything loaded so far (frameworks, model, vocabularies) lives as long as the process:
+        # frozen, it is no longer walked by every full garbage collection, a pause of milliseconds
+        # that otherwise lands in the p99 of whichever requests are in flight.
+        gc.collect()
+        gc.freeze()
         yield
         await batcher.join()
 

@@ -83,7 +83,7 @@ Aggregate = tuple[int, float]
 
 
 def _decode(member: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in member.split("|")[1:])
+    return tuple(map(float, member.split("|")[1:]))
 
 
 class OnlineStore(Protocol):
