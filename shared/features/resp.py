@@ -15,6 +15,7 @@ connection fails every call in flight and the next call reconnects.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from typing import Any
 
@@ -58,9 +59,11 @@ class AsyncRedis:
     """One pipelined connection to the Redis at ``url``, bound to the event loop that first uses it."""
 
     def __init__(self, url: str) -> None:
-        options = parse_url(url)
+        options = parse_url(url)  # redis://, rediss:// (TLS, default verification) or unix://
+        self._path: str | None = options.get("path")
         self._host = options.get("host", "127.0.0.1")
         self._port = int(options.get("port", 6379))
+        self._tls = ssl.create_default_context() if url.startswith("rediss://") else None
         self._setup: list[tuple[Any, ...]] = []
         if options.get("password"):
             auth = ("AUTH", options["username"]) if options.get("username") else ("AUTH",)
@@ -113,16 +116,22 @@ class AsyncRedis:
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
+        where = self._path or f"{self._host}:{self._port}"
         try:
-            _, protocol = await asyncio.wait_for(
-                loop.create_connection(_Protocol, self._host, self._port), self._connect_timeout
-            )
+            if self._path:
+                opening = loop.create_unix_connection(_Protocol, self._path)
+            else:
+                opening = loop.create_connection(_Protocol, self._host, self._port, ssl=self._tls)
+            _, protocol = await asyncio.wait_for(opening, self._connect_timeout)
         except OSError as exc:  # TimeoutError is one
-            where = f"{self._host}:{self._port}"
             raise errors.ConnectionError(f"cannot connect to Redis at {where}: {exc}") from exc
-        for command in self._setup:
-            future: asyncio.Future[Any] = loop.create_future()
-            protocol.waiters.append(future)
-            protocol.transport.write(hiredis.pack_command(command))  # type: ignore[union-attr]
-            await asyncio.wait_for(future, self._timeout)
+        try:
+            for command in self._setup:  # AUTH, SELECT
+                future: asyncio.Future[Any] = loop.create_future()
+                protocol.waiters.append(future)
+                protocol.transport.write(hiredis.pack_command(command))  # type: ignore[union-attr]
+                await asyncio.wait_for(future, self._timeout)
+        except BaseException:
+            protocol.transport.abort()  # type: ignore[union-attr]
+            raise
         return protocol

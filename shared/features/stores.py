@@ -197,7 +197,9 @@ class RedisStore:
         self._redis: Any = redis.Redis.from_url(url, decode_responses=True)
         self._write_script = self._redis.register_script(_lua.COMMON + _lua.WRITE)
         self._read_script = self._redis.register_script(_lua.COMMON + _lua.READ)
-        self._async: Any = None  # the event-loop client of read_async, made on first use
+        from shared.features.resp import AsyncRedis
+
+        self._async = AsyncRedis(url)  # read_async's client; connects on first use, in that loop
         self.url = url
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
@@ -245,10 +247,6 @@ class RedisStore:
 
         keys, args = self._read_command(windows, latest)
         script = self._read_script
-        if self._async is None:
-            from shared.features.resp import AsyncRedis
-
-            self._async = AsyncRedis(self.url)
         try:
             reply = await self._async.call("EVALSHA", script.sha, len(keys), *keys, *args)
         except ResponseError as exc:

@@ -89,3 +89,30 @@ def test_a_silent_server_times_out_and_the_next_call_reconnects(redis_server) ->
                 await client.call("PING")
 
         asyncio.run(run())
+
+
+def test_the_url_selects_the_database_and_a_refused_password_is_an_error(redis_server) -> None:
+    base = redis_server.url.rsplit("/", 1)[0]
+    name = f"test-resp-{uuid.uuid4().hex[:8]}"
+    client = AsyncRedis(f"{base}/3")
+    try:
+        assert asyncio.run(client.call("SET", name, "in three")) == "OK"
+        assert redis.Redis.from_url(f"{base}/3").get(name) == b"in three"
+        assert redis.Redis.from_url(f"{base}/0").get(name) is None
+    finally:
+        redis.Redis.from_url(f"{base}/3").delete(name)
+    host_port = base.split("://", 1)[1]
+    with pytest.raises(errors.ResponseError, match="AUTH"):  # this Redis has no password set
+        asyncio.run(AsyncRedis(f"redis://:wrong@{host_port}/0").call("PING"))
+
+
+def test_a_unix_socket_url_connects_there(tmp_path) -> None:
+    path = str(tmp_path / "silent.sock")
+    with socket.socket(socket.AF_UNIX) as silent:
+        silent.bind(path)
+        silent.listen()
+        client = AsyncRedis(f"unix://{path}?socket_timeout=0.2")
+        with pytest.raises(errors.TimeoutError):  # connected (to the socket), then no answer
+            asyncio.run(client.call("PING"))
+    with pytest.raises(errors.ConnectionError, match=r"silent\.sock"):
+        asyncio.run(AsyncRedis(f"unix://{path}").call("PING"))
