@@ -191,8 +191,21 @@ def _fit(params: Params, raw: np.ndarray, y: np.ndarray, config: MobileTrainingC
 
 def predict_tf(params: Params, raw: np.ndarray) -> np.ndarray:
     """Probabilities of the TensorFlow source graph (the reference every export is compared with)."""
-    module = build_module(params)
-    return np.asarray(module.predict(np.asarray(raw, np.int32)).numpy(), np.float64).ravel()
+    return np.asarray(_module_of(params).predict(np.asarray(raw, np.int32)).numpy(), np.float64).ravel()
+
+
+_MODULES: list[tuple[Params, Any]] = []
+
+
+def _module_of(params: Params) -> Any:
+    # One module (one traced graph) per parameter set: building a module per call retraces
+    # predict every time, which is slow and makes TensorFlow warn about excessive retracing.
+    # Parameter sets are never modified in place (training returns new ones), so identity is safe.
+    for known, module in _MODULES:
+        if known is params:
+            return module
+    _MODULES[:] = [*_MODULES[-3:], (params, build_module(params))]
+    return _MODULES[-1][1]
 
 
 def load_params(version: ModelVersion) -> Params:
