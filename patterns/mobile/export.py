@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 import tempfile
 import zipfile
@@ -86,8 +87,33 @@ def _tflite(params: dict[str, np.ndarray], variant: str, representative: np.ndar
     return bytes(conv.convert())
 
 
+# coremltools's start-up warnings that say nothing actionable here: on Linux it cannot load its
+# macOS prediction library (expected: specs are validated, not run), and it warns that
+# scikit-learn and TensorFlow are newer than it was tested with (this conversion is tested).
+_COREML_NOISE = (
+    "Failed to load _ML",
+    "is not supported. Minimum required version",
+    "has not been tested with",
+)
+
+
+def _coremltools() -> Any:
+    logger = logging.getLogger("coremltools")
+    if not any(isinstance(f, _DropNoise) for f in logger.filters):
+        logger.addFilter(_DropNoise())
+    import coremltools
+
+    return coremltools
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in _COREML_NOISE)
+
+
 def _coreml(params: dict[str, np.ndarray], version: str) -> bytes:
-    import coremltools as ct
+    ct = _coremltools()
 
     module = build_module(params)
     mlmodel = ct.convert(
@@ -160,7 +186,7 @@ def run_artifact(fmt: str, path: Path, raw: np.ndarray) -> np.ndarray:
     if fmt == "coreml":
         if sys.platform != "darwin":
             raise RuntimeError("Core ML prediction needs macOS")
-        import coremltools as ct
+        ct = _coremltools()
 
         with tempfile.TemporaryDirectory() as tmp:
             zipfile.ZipFile(path).extractall(tmp)
@@ -174,7 +200,7 @@ def run_artifact(fmt: str, path: Path, raw: np.ndarray) -> np.ndarray:
 
 def validate_coreml_spec(path: Path, version: str) -> list[str]:
     """Problems with a Core ML package's interface and metadata (empty list = valid). Runs on Linux."""
-    import coremltools as ct
+    ct = _coremltools()
 
     problems = []
     with tempfile.TemporaryDirectory() as tmp:
