@@ -3,7 +3,9 @@
 ``FlightDelayService`` has one hook per step, in the spirit of LitServe's ``LitAPI`` and KServe's
 ``Model``: ``decode_request`` (validate raw JSON), ``features`` (online feature vectors from the
 store, one round trip for a whole batch), ``predict`` (onnxruntime) and ``encode_response``. The
-FastAPI app (``app.py``) and the BentoML variant both drive it; a subclass can override any hook.
+FastAPI app (``app.py``) drives it through ``score_async``, whose store read is ``features_async``
+(awaited, so the event loop keeps serving); the BentoML variant through ``score``. A subclass can
+override any hook (``features`` and ``features_async`` together).
 
 Every served row is written to the prediction log by a background thread, so the JSON encoding and
 file I/O of logging stay off the request path.
