@@ -72,7 +72,7 @@ def test_connection_refused_is_a_connection_error() -> None:
         asyncio.run(client.call("PING"))
 
 
-def test_a_silent_server_times_out_and_the_next_call_reconnects(redis_server) -> None:
+def test_a_silent_server_times_out_and_the_next_call_reconnects() -> None:
     # A listening socket that never answers: the way a hung Redis looks to a client.
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
