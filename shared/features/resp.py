@@ -88,6 +88,17 @@ class AsyncRedis:
         finally:
             timer.cancel()
 
+    async def run_script(
+        self, sha: str, source: str | bytes | memoryview, keys: list[str], args: list[Any]
+    ) -> Any:
+        """``EVALSHA`` of a script; ``EVAL`` of its ``source`` when Redis forgot it (restart, flush)."""
+        try:
+            return await self.call("EVALSHA", sha, len(keys), *keys, *args)
+        except errors.ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await self.call("EVAL", source, len(keys), *keys, *args)
+
     def close(self) -> None:
         protocol, self._protocol = self._protocol, None
         loop_open = self._loop is not None and not self._loop.is_closed()

@@ -200,7 +200,6 @@ class RedisStore:
         from shared.features.resp import AsyncRedis
 
         self._async = AsyncRedis(url)  # read_async's client; connects on first use, in that loop
-        self.url = url
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
 
@@ -235,7 +234,7 @@ class RedisStore:
         if not windows and not latest:
             return [], []
         keys, args = self._read_command(windows, latest)
-        return _read_reply(self._read_script(keys=keys, args=args), bool(windows))
+        return _read_reply(self._read_script(keys=keys, args=args))
 
     async def read_async(
         self, windows: Sequence[WindowQuery], latest: Sequence[LatestQuery]
@@ -243,17 +242,9 @@ class RedisStore:
         """``read`` on the running event loop, without blocking it (see ``shared.features.resp``)."""
         if not windows and not latest:
             return [], []
-        from redis.exceptions import ResponseError
-
         keys, args = self._read_command(windows, latest)
         script = self._read_script
-        try:
-            reply = await self._async.call("EVALSHA", script.sha, len(keys), *keys, *args)
-        except ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):  # a restarted or flushed Redis forgot it
-                raise
-            reply = await self._async.call("EVAL", script.script, len(keys), *keys, *args)
-        return _read_reply(reply, bool(windows))
+        return _read_reply(await self._async.run_script(script.sha, script.script, keys, args))
 
     def _read_command(
         self, windows: Sequence[WindowQuery], latest: Sequence[LatestQuery]
@@ -298,8 +289,8 @@ def _sum(values: Iterable[float]) -> float:
     return total
 
 
-def _read_reply(reply: list[str], has_windows: bool) -> tuple[list[Aggregate], list[Row | None]]:
-    numbers = reply[0].split(",") if has_windows else []
+def _read_reply(reply: list[str]) -> tuple[list[Aggregate], list[Row | None]]:
+    numbers = reply[0].split(",") if reply[0] else []  # "" when there were no windows
     aggregates = [(int(numbers[i]), float(numbers[i + 1])) for i in range(0, len(numbers), 2)]
     latest_rows: list[Row | None] = [
         (int(reply[i + 1]), _decode(reply[i])) if reply[i] else None for i in range(1, len(reply), 2)
