@@ -20,13 +20,7 @@ and to the no-op on the same path (nginx or direct) of the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,32 +29,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+from _http import PREFIX, ROOT, Server, ensure_wrk, example, free_port, wrk, wrk_script
 from pydantic import BaseModel
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-CUTOFF = "2013-02-14T12:00"
-PREFIX = "mlp-bench"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ensure_wrk() -> str:
-    path = shutil.which("wrk")
-    if path:
-        return path
-    print("wrk not found: installing the Debian package with apt-get (needs root)", flush=True)
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "wrk"]
-    if subprocess.run(cmd, env=env, capture_output=True, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
-        subprocess.run(cmd, env=env, capture_output=True, check=True)
-    return shutil.which("wrk") or "wrk"
 
 
 class Flight(BaseModel):
@@ -102,38 +74,6 @@ def _serve_bare(port: int, version: str, redis_url: str) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-# --- processes ---------------------------------------------------------------------------------------
-
-
-class _Proc:
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], ready_url: str, log_dir: Path) -> None:
-        self.name = name
-        self.log = log_dir / f"{name.replace(' ', '_')}.log"
-        with open(self.log, "wb") as fh:
-            self.p = subprocess.Popen(
-                cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.p.poll() is not None:
-                raise RuntimeError(f"{name} exited:\n{self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(ready_url, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"{name} not ready:\n{self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            os.killpg(self.p.pid, signal.SIGTERM)
-            try:
-                self.p.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-
-
 # --- measurements ------------------------------------------------------------------------------------
 
 
@@ -149,30 +89,6 @@ def _sequential(url: str, bodies: list[dict[str, Any]], n: int) -> tuple[float, 
             if i >= 20:  # warm-up excluded
                 lat.append(dt * 1000)
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
-
-
-def _lua(bodies: list[dict[str, Any]], path: Path) -> Path:
-    quoted = ",\n".join("  " + json.dumps(json.dumps(b)) for b in bodies)
-    path.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"local bodies = {{\n{quoted}\n}}\nlocal i = 0\n"
-        "request = function()\n  i = i % #bodies + 1\n"
-        "  return wrk.format(nil, nil, nil, bodies[i])\nend\n"
-    )
-    return path
-
-
-def _wrk(wrk: str, url: str, script: Path, seconds: int, connections: int) -> tuple[float, float, int]:
-    """(requests/s, p99 ms under load, failed requests) from wrk."""
-    cmd = [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)] if m else float("nan")
-    failed = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    failed += sum(int(x) for x in errors.groups()) if errors else 0
-    return rps, p99, failed
 
 
 def main() -> None:
@@ -195,40 +111,20 @@ def main() -> None:
         _serve_bare(int(args.serve_bare[0]), args.serve_bare[1], args.serve_bare[2])
         return
 
-    from patterns.rest_api.loader import load_history, parse_until
     from patterns.rest_api.nginx import RestFront
-    from patterns.rest_api.service import build_store
     from shared import services, settings
-    from shared.example.data import load_flights
-    from shared.example.flights import FLIGHT_FEATURES
-    from shared.example.train import TrainingConfig, train
-    from shared.features import StreamingExecutor
-    from shared.registry import Registry
 
-    wrk = _ensure_wrk()
-    redis_url = services.get("redis").up().url
+    wrk_binary = ensure_wrk()
+    redis_url, version, bodies = example(args.version)
     services.get("nginx").up()
-    registry = Registry()
-    if not registry.list():
-        print("registry empty: training v1 on January (one minute)", flush=True)
-        train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=registry)
-    version = args.version or registry.latest().version
-    until = parse_until(CUTOFF)
-    store = build_store("redis", redis_url, PREFIX)
-    load_history(StreamingExecutor(FLIGHT_FEATURES, store), until)
-    flights = load_flights((2,))
-    near = flights[(flights["sched_ts"] >= until - 3600) & (flights["sched_ts"] < until)]
-    fields = ("carrier", "flight", "origin", "dest", "distance", "sched_ts")
-    bodies = [{k: v.item() if hasattr(v, "item") else v for k, v in zip(fields, row, strict=True)}
-              for row in near[list(fields)].itertuples(index=False)]  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="mlp-bench-rest-"))
-    script = _lua(bodies, tmp / "post.lua")
+    script = wrk_script(bodies, tmp / "post.lua")
     env = os.environ | {"MLPATTERNS_HOME": str(settings.home()), "BENTOML_DO_NOT_TRACK": "true",
                         "MLPATTERNS_REDIS_URL": redis_url, "MLPATTERNS_REDIS_PREFIX": PREFIX,
                         "MLPATTERNS_MODEL_VERSION": version, "MLPATTERNS_PREDICTION_LOG": "0"}  # fmt: skip
-    ports = {k: _free_port() for k in ("app", "bento", "bare", "front")}
+    ports = {k: free_port() for k in ("app", "bento", "bare", "front")}
     front = RestFront(port=ports["front"], name="rest_api_bench")
-    procs: list[_Proc] = []
+    procs: list[Server] = []
     rows: list[tuple[str, float, float, float, float, int]] = []
     wanted = {t.strip() for t in args.only.split(",") if t.strip()}
     try:
@@ -236,17 +132,17 @@ def main() -> None:
         app_cmd = [py, "-m", "patterns", "rest", "serve", "--version", version, "--port", str(ports["app"]),
                    "--redis-url", redis_url, "--redis-prefix", PREFIX, "--no-log"]  # fmt: skip
         app = f"http://127.0.0.1:{ports['app']}"
-        procs.append(_Proc("rest app", app_cmd, env, app + "/v2/health/ready", tmp))
+        procs.append(Server("rest app", app_cmd, env, app + "/v2/health/ready", tmp))
         front.apply({ports["app"]: 1.0})
         bento = f"http://127.0.0.1:{ports['bento']}"
         bento_cmd = [py, "-m", "bentoml", "serve", "patterns.rest_api.bento_service:FlightDelay",
                      "--host", "127.0.0.1", "--port", str(ports["bento"])]  # fmt: skip
         if not wanted or "bentoml" in wanted:
-            procs.append(_Proc("bentoml", bento_cmd, env, bento + "/readyz", tmp))
+            procs.append(Server("bentoml", bento_cmd, env, bento + "/readyz", tmp))
         bare = f"http://127.0.0.1:{ports['bare']}"
         bare_cmd = [py, __file__, "--serve-bare", str(ports["bare"]), version, redis_url]
         if not wanted or "bare fastapi+sklearn" in wanted:
-            procs.append(_Proc("bare", bare_cmd, env, bare + "/docs", tmp))
+            procs.append(Server("bare", bare_cmd, env, bare + "/docs", tmp))
         targets = [
             ("rest app (nginx)", front.url + "/predict"),
             ("rest app (direct)", app + "/predict"),
@@ -262,14 +158,14 @@ def main() -> None:
             sequential[name] = _sequential(url, bodies, args.sequential)
         # Rounds interleave the endpoints, so a slow spell of a shared machine hits all of them;
         # each row reports its median round.
-        loads: dict[str, list[tuple[float, float, int]]] = {name: [] for name, _ in chosen}
+        loads: dict[str, list[tuple[float, float, int, int]]] = {name: [] for name, _ in chosen}
         for round_ in range(args.rounds):
             for name, url in chosen:
                 print(f"round {round_ + 1}/{args.rounds}: {name} under load ...", flush=True)
-                loads[name].append(_wrk(wrk, url, script, args.duration, args.connections))
+                loads[name].append(wrk(wrk_binary, url, script, args.duration, args.connections))
         for name, _ in chosen:
             runs = sorted(loads[name])
-            rps, p99_load, _ = runs[len(runs) // 2]
+            rps, p99_load, _, _ = runs[len(runs) // 2]
             rows.append((name, *sequential[name], rps, p99_load, sum(r[2] for r in runs)))
     finally:
         for proc in procs:

@@ -1,0 +1,141 @@
+"""Where a REST prediction's time goes: the same app with its work switched on stage by stage.
+
+Each stage is the real ``create_app`` served by uvicorn exactly as ``mlpatterns rest serve`` does
+(uvloop, httptools, one process, logging off), around a ``FlightDelayService`` subclass that
+overrides hooks to stop after one stage, so every stage runs the same handler, batcher and metrics:
+
+* ``no-op``: the app's ``/noop`` (reads the body, answers a constant): the HTTP limit;
+* ``round trip``: ``POST /predict`` with the request validated and micro-batched, and one minimal
+  store read per batch (one as-of lookup), answered with a constant: what any handler that waits
+  on a network store pays;
+* ``features``: the real online features (plan, one Redis script call, assembly), no model;
+* ``predict``: the real service (features and onnxruntime).
+
+Throughput is ``wrk -t2 -c16`` straight to the app (no nginx) over real request bodies, in rounds
+that interleave the stages (median round shown). The app's CPU per request comes from
+``/proc/<pid>/stat`` over the same wrk run: on a machine whose cores are shared with wrk and Redis
+it is steadier than requests per second. ``x no-op`` is the throughput ratio to the no-op of the
+same round; ``+CPU`` is the CPU a request costs above the no-op's.
+
+    python bench/rest_stages.py [--version v1] [--duration 10] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _http import PREFIX, ROOT, Server, cpu_seconds, ensure_wrk, example, free_port, wrk, wrk_script
+
+sys.path.insert(0, str(ROOT))
+
+STAGES = ("round trip", "features", "predict")
+
+
+def _service(stage: str, version: str, redis_url: str) -> Any:
+    """The service of ``stage``: the real one with its later hooks replaced by constants."""
+    from patterns.rest_api.service import FlightDelayService
+    from shared.features.stores import LatestQuery
+
+    class RoundTrip(FlightDelayService):
+        async def features_async(self, requests: Sequence[Mapping[str, Any]]) -> np.ndarray:
+            first = requests[0]
+            weather = LatestQuery("weather", "origin", first["origin"], first["sched_ts"])
+            await self.store.read_async([], [weather])
+            return np.zeros((len(requests), len(self.feature_names)))
+
+        def predict(self, features: np.ndarray) -> np.ndarray:
+            return np.zeros(len(features))
+
+    class FeaturesOnly(FlightDelayService):
+        def predict(self, features: np.ndarray) -> np.ndarray:
+            return np.zeros(len(features))
+
+    kind = {"round trip": RoundTrip, "features": FeaturesOnly, "predict": FlightDelayService}[stage]
+    return kind.from_config(version, store="redis", redis_url=redis_url, redis_prefix=PREFIX, log=False)
+
+
+def _serve(stage: str, port: int, version: str, redis_url: str) -> None:
+    import uvicorn
+
+    from patterns.rest_api.app import create_app
+
+    app = create_app(_service(stage, version, redis_url))
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", workers=1,
+                access_log=False, log_level="warning", backlog=4096)  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", default=None, help="registered model version (default: latest)")
+    ap.add_argument("--duration", type=int, default=10, help="seconds of wrk per stage and round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds (the median is shown)")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument(
+        "--serve", nargs=4, metavar=("STAGE", "PORT", "VERSION", "REDIS_URL"), help=argparse.SUPPRESS
+    )
+    args = ap.parse_args()
+    if args.serve:
+        _serve(args.serve[0], int(args.serve[1]), args.serve[2], args.serve[3])
+        return
+
+    from shared import settings
+
+    wrk_binary = ensure_wrk()
+    redis_url, version, bodies = example(args.version)
+    tmp = Path(tempfile.mkdtemp(prefix="mlp-bench-stages-"))
+    script = wrk_script(bodies, tmp / "post.lua")
+    env = os.environ | {"MLPATTERNS_HOME": str(settings.home())}
+    servers: dict[str, Server] = {}
+    urls: dict[str, str] = {}
+    try:
+        for stage in STAGES:
+            port = free_port()
+            cmd = [sys.executable, __file__, "--serve", stage, str(port), version, redis_url]
+            urls[stage] = f"http://127.0.0.1:{port}/predict"
+            servers[stage] = Server(stage, cmd, env, f"http://127.0.0.1:{port}/v2/health/ready", tmp)
+        servers["no-op"], urls["no-op"] = servers["predict"], urls["predict"].replace("/predict", "/noop")
+        order = ["no-op", *STAGES]
+        runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in order}
+        for round_ in range(args.rounds):
+            for name in order:
+                print(f"round {round_ + 1}/{args.rounds}: {name} ...", flush=True)
+                pid = servers[name].p.pid
+                before = cpu_seconds(pid)
+                rps, _, failed, total = wrk(wrk_binary, urls[name], script, args.duration, args.connections)
+                if failed:
+                    raise RuntimeError(f"{name}: {failed} failed requests (see {servers[name].log})")
+                cpu_us = (cpu_seconds(pid) - before) / total * 1e6
+                noop_rps = runs["no-op"][-1][0] if name != "no-op" else rps
+                runs[name].append((rps, cpu_us, rps / noop_rps))
+    finally:
+        for server in servers.values():
+            server.stop()
+    _table(order, runs, version, args)
+
+
+def _table(
+    order: list[str], runs: dict[str, list[tuple[float, float, float]]], version: str, args: Any
+) -> None:
+    def median(name: str, i: int) -> float:
+        return float(np.median([r[i] for r in runs[name]]))
+
+    noop_cpu = median("no-op", 1)
+    print(f"\nREST /predict by stage, model {version}, {os.cpu_count()} cores, direct (no nginx); "
+          f"wrk -t2 -c{args.connections} -d{args.duration}s, median of {args.rounds} rounds")  # fmt: skip
+    print("{:<12}{:>9}{:>14}{:>10}{:>9}".format("stage", "req/s", "CPU us/req", "+CPU us", "x no-op"))
+    for name in order:
+        cpu = median(name, 1)
+        print(f"{name:<12}{median(name, 0):>9.0f}{cpu:>14.0f}{cpu - noop_cpu:>10.0f}{median(name, 2):>9.2f}")
+    print(f"\n0.5x the no-op needs a prediction to cost at most 2x the no-op's CPU: {2 * noop_cpu:.0f} us "
+          f"per request (it costs {median('predict', 1):.0f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
