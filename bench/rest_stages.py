@@ -1,6 +1,6 @@
 """Where a REST prediction's time goes: the same app with its work switched on stage by stage.
 
-Each stage is the real ``create_app`` served by uvicorn exactly as ``mlpatterns rest serve`` does
+Each stage is the real ``create_app`` served by ``run_app``, exactly as ``mlpatterns rest serve`` does
 (uvloop, httptools, one process, logging off), around a ``FlightDelayService`` subclass that
 overrides hooks to stop after one stage, so every stage runs the same handler, batcher and metrics:
 
@@ -62,13 +62,10 @@ def _service(stage: str, version: str, redis_url: str) -> Any:
 
 
 def _serve(stage: str, port: int, version: str, redis_url: str) -> None:
-    import uvicorn
-
     from patterns.rest_api.app import create_app
+    from patterns.rest_api.cli import run_app
 
-    app = create_app(_service(stage, version, redis_url))
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", workers=1,
-                access_log=False, log_level="warning", backlog=4096)  # fmt: skip
+    run_app(create_app(_service(stage, version, redis_url)), "127.0.0.1", port)
 
 
 def main() -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
-__all__ = ["load_features", "rest", "serve"]
+__all__ = ["load_features", "rest", "run_app", "serve"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,8 +131,6 @@ def serve(
     Endpoints: POST /predict, the Open Inference Protocol under /v2, /metrics, /admin/*, /noop
     (benchmark baseline) and the API docs at /docs.
     """
-    import uvicorn
-
     from patterns.rest_api.app import create_app
     from patterns.rest_api.service import FlightDelayService
     from shared.features import StreamingExecutor
@@ -160,20 +159,27 @@ def serve(
     )
     app = create_app(service, admin_token=admin_token, max_batch_rows=max_batch_rows)
     try:
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            workers=1,
-            access_log=False,
-            log_level=log_level,
-            backlog=4096,
-            timeout_graceful_shutdown=5,
-        )
+        run_app(app, host, port, log_level)
     finally:
         service.close()
+
+
+def run_app(app: Any, host: str, port: int, log_level: str = "warning") -> None:
+    """Serve an ASGI app as ``rest serve`` does: one uvicorn process, uvloop + httptools, no access log."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        workers=1,
+        access_log=False,
+        log_level=log_level,
+        backlog=4096,
+        timeout_graceful_shutdown=5,
+    )
 
 
 def _until(text: str) -> int:
