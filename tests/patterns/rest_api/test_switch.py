@@ -7,6 +7,7 @@ steps in order: v1 on blue, v2 to green under load, rollback under load, broken 
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
@@ -99,10 +100,13 @@ def world(
     gates = [
         ReadinessGate(timeout_s=90, poll_s=0.25),
         GoldenSetGate(),
-        ShadowGate(min_pairs=100, timeout_s=60, poll_s=0.5),
-        # v2 is trained with other hyper-parameters: on this traffic its scores move by a PSI of
-        # about 0.26, a real shift that the default 0.25 would flag; these tests judge the mechanism.
-        GuardrailGate(min_requests=50, max_p99_ms=5000.0, max_psi=0.5),
+        # v2 is trained with other hyper-parameters: over the whole day's flights it takes the other
+        # side of 0.5 on 3-4 % of them (mean |diff| ~0.04), a real difference that the shadow
+        # defaults (98 %, 0.05) would flag; these tests judge the mechanism, so the shadow
+        # thresholds sit above what v2 honestly does. Its score distribution barely moves (PSI
+        # ~0.03), so the PSI guardrail keeps its default 0.25.
+        ShadowGate(min_pairs=100, min_agreement=0.9, max_mean_abs_diff=0.1, timeout_s=60, poll_s=0.5),
+        GuardrailGate(min_requests=50, max_p99_ms=5000.0),
     ]
     target = build_target(registry=registry, config=config, front=front, gates=gates)
     switch = target.switch
@@ -166,11 +170,13 @@ class Load:
     def _run(self, i: int) -> None:
         keepalive = i % 2 == 0
         limits = httpx.Limits(max_keepalive_connections=1 if keepalive else 0)
+        # Bodies in random order, not in turn: the day's flights are sorted by departure time, so
+        # walking them would feed the live version's reference window mornings and the candidate's
+        # bake afternoons, and the PSI guardrail would measure that traffic mix, not the model.
+        pick = random.Random(i)
         with httpx.Client(timeout=30.0, limits=limits) as client:
-            n = i
             while not self.stop.is_set():
-                body = self.bodies[n % len(self.bodies)]
-                n += 1
+                body = pick.choice(self.bodies)
                 for attempt in (1, 2):
                     try:
                         resp = client.post(self.url, json=body)
