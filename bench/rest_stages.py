@@ -9,7 +9,10 @@ overrides hooks to stop after one stage, so every stage runs the same handler, b
   store read per batch (one as-of lookup), answered with a constant: what any handler that waits
   on a network store pays;
 * ``features``: the real online features (plan, one Redis script call, assembly), no model;
-* ``predict``: the real service (features and onnxruntime).
+* ``predict``: the real service (features and onnxruntime);
+* ``embedded``: the real service on the in-process store (loaded with the same history) instead of
+  Redis: the same features and model with no network store at all, which shows what the store's
+  round trip costs.
 
 Throughput is ``wrk -t2 -c16`` straight to the app (no nginx) over real request bodies, in rounds
 that interleave the stages (median round shown). The app's CPU per request comes from
@@ -31,16 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _http import PREFIX, ROOT, Server, cpu_seconds, ensure_wrk, example, free_port, wrk, wrk_script
+from _http import CUTOFF, PREFIX, ROOT, Server, cpu_seconds, ensure_wrk, example, free_port, wrk, wrk_script
 
 sys.path.insert(0, str(ROOT))
 
-STAGES = ("round trip", "features", "predict")
+STAGES = ("round trip", "features", "predict", "embedded")
 
 
 def _service(stage: str, version: str, redis_url: str) -> Any:
-    """The service of ``stage``: the real one with its later hooks replaced by constants."""
+    """The service of ``stage``: the real one, with later hooks returning constants or another store."""
+    from patterns.rest_api.loader import load_history, parse_until
     from patterns.rest_api.service import FlightDelayService
+    from shared.features import StreamingExecutor
     from shared.features.stores import LatestQuery
 
     class RoundTrip(FlightDelayService):
@@ -57,6 +62,10 @@ def _service(stage: str, version: str, redis_url: str) -> Any:
         def predict(self, features: np.ndarray) -> np.ndarray:
             return np.zeros(len(features))
 
+    if stage == "embedded":
+        service = FlightDelayService.from_config(version, store="embedded", log=False)
+        load_history(StreamingExecutor(service.feature_set, service.store), parse_until(CUTOFF))
+        return service
     kind = {"round trip": RoundTrip, "features": FeaturesOnly, "predict": FlightDelayService}[stage]
     return kind.from_config(version, store="redis", redis_url=redis_url, redis_prefix=PREFIX, log=False)
 

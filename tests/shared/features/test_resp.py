@@ -42,7 +42,10 @@ def test_an_error_reply_raises_response_error_and_the_connection_stays_usable(re
             await client.call("NO-SUCH-COMMAND")
         return await client.call("PING")
 
-    assert asyncio.run(run()) == "PONG"
+    try:
+        assert asyncio.run(run()) == "PONG"
+    finally:
+        client.close()
 
 
 def test_a_redis_that_forgot_the_script_is_answered_by_eval(redis_server) -> None:
@@ -101,6 +104,7 @@ def test_the_url_selects_the_database_and_a_refused_password_is_an_error(redis_s
         assert redis.Redis.from_url(f"{base}/0").get(name) is None
     finally:
         redis.Redis.from_url(f"{base}/3").delete(name)
+        client.close()
     host_port = base.split("://", 1)[1]
     with pytest.raises(errors.ResponseError, match="AUTH"):  # this Redis has no password set
         asyncio.run(AsyncRedis(f"redis://:wrong@{host_port}/0").call("PING"))
