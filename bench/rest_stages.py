@@ -1,8 +1,8 @@
 """Where a REST prediction's time goes: the same app with its work switched on stage by stage.
 
 Each stage is the real ``create_app`` served by ``run_app``, exactly as ``mlpatterns rest serve`` does
-(uvloop, httptools, one process, logging off), around a ``FlightDelayService`` subclass that
-overrides hooks to stop after one stage, so every stage runs the same handler, batcher and metrics:
+(uvloop, httptools, one process, logging off), around a ``FlightDelayService`` whose hooks stop
+after one stage (or whose store differs), so every stage runs the same handler, batcher and metrics:
 
 * ``no-op``: the app's ``/noop`` (reads the body, answers a constant): the HTTP limit;
 * ``round trip``: ``POST /predict`` with the request validated and micro-batched, and one minimal
@@ -62,12 +62,12 @@ def _service(stage: str, version: str, redis_url: str) -> Any:
         def predict(self, features: np.ndarray) -> np.ndarray:
             return np.zeros(len(features))
 
-    if stage == "embedded":
-        service = FlightDelayService.from_config(version, store="embedded", log=False)
+    kind = {"round trip": RoundTrip, "features": FeaturesOnly}.get(stage, FlightDelayService)
+    store = "embedded" if stage == "embedded" else "redis"
+    service = kind.from_config(version, store=store, redis_url=redis_url, redis_prefix=PREFIX, log=False)
+    if store == "embedded":  # the in-process store starts empty: the same history as Redis holds
         load_history(StreamingExecutor(service.feature_set, service.store), parse_until(CUTOFF))
-        return service
-    kind = {"round trip": RoundTrip, "features": FeaturesOnly, "predict": FlightDelayService}[stage]
-    return kind.from_config(version, store="redis", redis_url=redis_url, redis_prefix=PREFIX, log=False)
+    return service
 
 
 def _serve(stage: str, port: int, version: str, redis_url: str) -> None:
