@@ -84,7 +84,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds (the median is shown)")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument(
-        "--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages besides the no-op (default: all)"
+        "--stages",
+        nargs="+",
+        choices=STAGES,
+        default=list(STAGES),
+        help="stages beside the no-op (default: all)",
     )
     ap.add_argument(
         "--serve", nargs=4, metavar=("STAGE", "PORT", "VERSION", "REDIS_URL"), help=argparse.SUPPRESS
@@ -144,8 +148,10 @@ def _table(
     for name in order:
         cpu = median(name, 1)
         print(f"{name:<12}{median(name, 0):>9.0f}{cpu:>14.0f}{cpu - noop_cpu:>10.0f}{median(name, 2):>9.2f}")
-    print(f"\n0.5x the no-op needs a prediction to cost at most 2x the no-op's CPU: {2 * noop_cpu:.0f} us "
-          f"per request")
+    print(
+        f"\n0.5x the no-op needs a prediction to cost at most 2x the no-op's CPU: {2 * noop_cpu:.0f} us "
+        f"per request"
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Built for throughput on one uvicorn worker per process:
 
 * handlers take the raw ``Request`` and parse JSON themselves (the pydantic models in ``schemas`` only
-  document the API), and answer pre-serialised bytes;
+  document the API) with orjson, and answer bytes orjson serialised;
 * scoring runs on the event loop through ``MicroBatcher``: requests that arrive while a batch waits
   for the feature store (an awaited read, the loop keeps serving) are scored together next, so
   concurrent callers share one feature-store round trip and one onnxruntime call (adaptive
@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -60,18 +61,20 @@ def _package_version() -> str:
         return "0+unknown"
 
 
-# One encoder for every response: json.dumps with options builds a new one on every call.
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
-
-
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(_ENCODE(body).encode(), status, media_type=_JSON)
+    return Response(orjson.dumps(body), status, media_type=_JSON)
 
 
 def _parse(body: bytes) -> Any:
     """JSON of a request body; ``ValueError`` for anything that is not (too big, too deep, bad bytes)."""
     if len(body) > MAX_BODY_BYTES:
         raise ValueError(f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return orjson.loads(body)  # a fifth of json.loads's CPU on a request body
+    except orjson.JSONDecodeError:
+        pass
+    # What orjson refuses, json may still read (NaN, Infinity: then the validation names the field)
+    # or explain in its own words.
     try:
         return json.loads(body)
     except RecursionError:

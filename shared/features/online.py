@@ -97,22 +97,30 @@ class OnlineExecutor:
             return out
         for j, f in self._rows:
             out[:, j] = np.asarray(f.fn(plan.columns), dtype=np.float64)
-        # Plain Python from here: a micro-batch has a handful of rows, where each numpy call would
-        # cost more than the arithmetic it vectorises.
+        # Plain Python from here, one numpy call at the end: a micro-batch has a handful of rows,
+        # where a numpy call per column would cost more than the arithmetic it vectorises.
+        columns: list[int] = []
+        values: list[list[float]] = []
         for members, slots in zip(self._windows.values(), plan.window_slots, strict=True):
             answers = [aggregates[k] for k in slots]
             for j, agg in members:
+                columns.append(j)
                 if agg == "count":
-                    out[:, j] = [count for count, _ in answers]
+                    values.append([count for count, _ in answers])
                 else:
-                    out[:, j] = [total / count if count else math.nan for count, total in answers]
+                    values.append([total / count if count else math.nan for count, total in answers])
         for lookups, slots in zip(self._latest.values(), plan.latest_slots, strict=True):
             rows = [latest_rows[k] for k in slots]
             for j, column, ttl in lookups:
-                out[:, j] = [
-                    row[1][column] if row is not None and ti - row[0] <= ttl else math.nan
-                    for row, ti in zip(rows, t, strict=True)
-                ]
+                columns.append(j)
+                values.append(
+                    [
+                        row[1][column] if row is not None and ti - row[0] <= ttl else math.nan
+                        for row, ti in zip(rows, t, strict=True)
+                    ]
+                )
+        if columns:
+            out[:, columns] = np.array(values, dtype=np.float64).T
         return out
 
 
