@@ -4,10 +4,10 @@ Built for throughput on one uvicorn worker per process:
 
 * handlers take the raw ``Request`` and parse JSON themselves (the pydantic models in ``schemas`` only
   document the API) with orjson, and answer bytes orjson serialised;
-* scoring runs on the event loop through ``MicroBatcher``: requests that arrive while a batch waits
+* scoring runs on the event loop through ``MicroBatcher``: requests that arrive while batches wait
   for the feature store (an awaited read, the loop keeps serving) are scored together next, so
   concurrent callers share one feature-store round trip and one onnxruntime call (adaptive
-  micro-batching, no waiting when idle);
+  micro-batching, no waiting when idle; two batches may wait for the store at once);
 * metrics are recorded in the handler with cached label children, no middleware.
 """
 

@@ -90,48 +90,69 @@ return 0
 """
 
 # ARGV[1] holds "key index,start,end,value column (1-based)" per window, comma-joined; ARGV[2]
-# "key index,time" per latest read. Count and sum of events with time in [start, end): the last
-# entry before end minus everything before the first entry at or after start; a window holding an
-# inexact value is scanned and summed in time order instead. Windows ending at the same time on
-# the same key (1 h, 3 h, 24 h of one request) share the lookup of that last entry. The reply is
-# "count,sum,count,sum..." then, per latest read, the member and time of the last event at or
-# before its time (two empty strings when there is none).
+# "key index,time" per latest read. Count and sum of events with time in [start, end): the running
+# totals of the last entry before end minus those of the last entry before start, two O(log n)
+# lookups (or, when nothing is left before start, minus the window's first entry without its own
+# event); a window holding an inexact value is scanned and summed in time order instead. Lookups
+# are memoised per key and time, so the 1 h, 3 h and 24 h windows of one request share the one at
+# their common end. The reply is "count,sum,count,sum..." then, per latest read, the member and
+# time of the last event at or before its time (two empty strings when there is none).
 READ = """
 local function numbers(s)
   local out = {}
   for x in string.gmatch(s, '[^,]+') do out[#out + 1] = x end
   return out
 end
-local sums, lasts, widths = {}, {}, {}
+local widths, totals = {}, {}
+-- Running totals (count, inexact_1..n, sum_1..n) of the last entry of KEYS[k + 1] before time t,
+-- or false when there is none. An entry has 1 + 2n fields before the member and the member n
+-- after its id: 1 + 3n bars.
+local function before(k, t)
+  local memo = k .. ',' .. t
+  local f = totals[memo]
+  if f == nil then
+    local entry = redis.call('ZREVRANGEBYSCORE', KEYS[k + 1], '(' .. t, '-inf', 'LIMIT', 0, 1)[1]
+    f = false
+    if entry then
+      if widths[k] == nil then
+        local _, bars = string.gsub(entry, '|', '|')
+        widths[k] = (bars - 1) / 3
+      end
+      f = parse(entry, widths[k])
+    end
+    totals[memo] = f
+  end
+  return f
+end
+local sums = {}
 local w = numbers(ARGV[1])
 for i = 1, #w, 4 do
-  local k, start, stop, col = tonumber(w[i]), w[i + 1], '(' .. w[i + 2], tonumber(w[i + 3])
-  local events, cum = KEYS[k], KEYS[k + 1]
+  local k, start, stop, col = tonumber(w[i]), w[i + 1], w[i + 2], tonumber(w[i + 3])
   local count, total = 0, 0.0
-  local first = redis.call('ZRANGEBYSCORE', cum, start, stop, 'LIMIT', 0, 1)
-  if #first > 0 then
-    local n = widths[k]
-    if n == nil then
-      -- An entry has 1 + 2n fields before the member and the member n after its id: 1 + 3n bars.
-      local _, bars = string.gsub(first[1], '|', '|')
-      n = (bars - 1) / 3
-      widths[k] = n
-    end
-    local memo = k .. stop
-    local l1 = lasts[memo]
-    if l1 == nil then
-      l1 = parse(redis.call('ZREVRANGEBYSCORE', cum, stop, '-inf', 'LIMIT', 0, 1)[1], n)
-      lasts[memo] = l1
-    end
-    local f1, fm = parse(first[1], n)
-    local c = own(fm, n)
-    count = l1[1] - (f1[1] - 1)
-    if l1[1 + col] - (f1[1 + col] - c[1 + col]) == 0 then
-      total = l1[1 + n + col] - (f1[1 + n + col] - c[1 + n + col])
+  local last = before(k, stop)
+  if last then
+    local n, first = widths[k], before(k, start)
+    local count0, inexact0, sum0 = last[1], 0, 0
+    if first then
+      count0, inexact0, sum0 = first[1], first[1 + col], first[1 + n + col]
     else
-      total = 0.0
-      for _, mem in ipairs(redis.call('ZRANGEBYSCORE', events, start, stop)) do
-        total = total + values(mem, n)[col]
+      -- Nothing left before start (evicted, or the key's first events): the totals before the
+      -- window's first entry are that entry's minus its own event.
+      local entry = redis.call('ZRANGEBYSCORE', KEYS[k + 1], start, '(' .. stop, 'LIMIT', 0, 1)[1]
+      if entry then
+        local f, member = parse(entry, n)
+        local c = own(member, n)
+        count0, inexact0, sum0 = f[1] - 1, f[1 + col] - c[1 + col], f[1 + n + col] - c[1 + n + col]
+      end
+    end
+    count = last[1] - count0
+    if count > 0 then
+      if last[1 + col] - inexact0 == 0 then
+        total = last[1 + n + col] - sum0
+      else
+        for _, mem in ipairs(redis.call('ZRANGEBYSCORE', KEYS[k], start, '(' .. stop)) do
+          total = total + values(mem, n)[col]
+        end
       end
     end
   end
