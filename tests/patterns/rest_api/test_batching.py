@@ -46,9 +46,14 @@ class _SlowStore(FlightDelayService):
             self.out -= 1
 
 
-def _service(model: ModelVersion, store: RestStore, fail_carrier: str | None = None) -> _SlowStore:
+def _batcher(
+    model: ModelVersion, store: RestStore, fail_carrier: str | None = None, **options: int
+) -> tuple[_SlowStore, MicroBatcher]:
+    """The slow-store service and a batcher over it (``max_rows`` 256 unless ``options`` say)."""
     redis = build_store("redis", store.url, store.prefix)
-    return _SlowStore(Predictor(model), redis, fail_carrier=fail_carrier)
+    service = _SlowStore(Predictor(model), redis, fail_carrier=fail_carrier)
+    metrics = ServiceMetrics(service.version, None)
+    return service, MicroBatcher(service, metrics, **({"max_rows": 256} | options))
 
 
 async def _score_all(batcher: MicroBatcher, bodies: list[dict[str, Any]], jitter_s: float = 0.0) -> list[Any]:
@@ -67,8 +72,7 @@ def test_callers_arriving_together_go_as_two_batches_with_their_own_answers(
     rest_model: ModelVersion, rest_store: RestStore, rest_requests: list[dict[str, Any]]
 ) -> None:
     bodies = rest_requests[:16]
-    service = _service(rest_model, rest_store)
-    batcher = MicroBatcher(service, ServiceMetrics(service.version, None), max_rows=256)
+    service, batcher = _batcher(rest_model, rest_store)
     results = asyncio.run(_score_all(batcher, bodies))
     # 16 queued flights and two free slots: two batches of 8, out at the same time.
     assert service.batches == [8, 8] and service.most_out == 2
@@ -83,8 +87,7 @@ def test_callers_arriving_over_time_are_batched_never_more_than_two_out(
     rest_model: ModelVersion, rest_store: RestStore, rest_requests: list[dict[str, Any]]
 ) -> None:
     bodies = rest_requests[:60]
-    service = _service(rest_model, rest_store)
-    batcher = MicroBatcher(service, ServiceMetrics(service.version, None), max_rows=256)
+    service, batcher = _batcher(rest_model, rest_store)
     results = asyncio.run(_score_all(batcher, bodies, jitter_s=0.05))
     assert sum(service.batches) == len(bodies) and service.most_out == 2
     assert len(service.batches) < len(bodies) / 2, service.batches  # callers shared store reads
@@ -98,8 +101,7 @@ def test_a_failing_batch_fails_only_its_own_callers(
     # The poisoned carrier is in the first batch only, so only that batch fails.
     bodies = rest_requests[:8] + [b for b in rest_requests[8:] if b["carrier"] != poisoned][:8]
     assert len(bodies) == 16
-    service = _service(rest_model, rest_store, fail_carrier=poisoned)
-    batcher = MicroBatcher(service, ServiceMetrics(service.version, None), max_rows=256)
+    service, batcher = _batcher(rest_model, rest_store, fail_carrier=poisoned)
     results = asyncio.run(_score_all(batcher, bodies))
     assert service.batches == [8, 8]
     assert all(isinstance(r, StoreUnavailable) for r in results[:8])
@@ -109,8 +111,7 @@ def test_a_failing_batch_fails_only_its_own_callers(
 def test_max_rows_caps_a_batch_but_never_splits_a_request(
     rest_model: ModelVersion, rest_store: RestStore, rest_requests: list[dict[str, Any]]
 ) -> None:
-    service = _service(rest_model, rest_store)
-    batcher = MicroBatcher(service, ServiceMetrics(service.version, None), max_rows=4, max_in_flight=1)
+    service, batcher = _batcher(rest_model, rest_store, max_rows=4, max_in_flight=1)
     flights = [decode_flight(b) for b in rest_requests[:10]]
 
     async def run() -> list[Any]:
