@@ -80,7 +80,19 @@ for a = 2, #ARGV, 3 do
     local base = {0}
     for i = 2, 1 + 2 * n do base[i] = 0 end
     local prev = redis.call('ZREVRANGEBYSCORE', cum, ts, '-inf', 'LIMIT', 0, 1)
-    if #prev > 0 then base = parse(prev[1], n) end
+    if #prev > 0 then
+      base = parse(prev[1], n)
+    else
+      -- Nothing left before ts (evicted, or the key's first event): the totals before ts are the
+      -- next entry's minus its own event. Starting from zero instead would be wrong once older
+      -- entries were evicted, since the later entries' totals still count them.
+      local after = redis.call('ZRANGEBYSCORE', cum, '(' .. ts, '+inf', 'LIMIT', 0, 1)
+      if #after > 0 then
+        local f, m = parse(after[1], n)
+        local c0 = own(m, n)
+        for i = 1, 1 + 2 * n do base[i] = f[i] - c0[i] end
+      end
+    end
     shift(cum, '(' .. ts, -1, c, 1)  -- usually nothing: events mostly arrive in time order
     for i = 1, 1 + 2 * n do base[i] = base[i] + c[i] end
     redis.call('ZADD', cum, ts, format(base, member))
