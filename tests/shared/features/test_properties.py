@@ -2,10 +2,13 @@
 
 Random departure and weather events (random carriers, origins, times, integer delays and missing
 weather values) arrive out of order, each up to ``disorder`` seconds late; a request at time t is
-answered once every event before t has arrived. The three executors must give identical vectors.
+answered once every event before t has arrived. The three executors must give identical vectors,
+on the embedded store and, over days of sparse events with evictions, on the real Redis.
 """
 
 from __future__ import annotations
+
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -13,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.example.flights import FLIGHT_FEATURES, WEATHER_FIELDS
-from shared.features import EmbeddedStore, OfflineExecutor, OnlineExecutor, StreamingExecutor
+from shared.features import EmbeddedStore, OfflineExecutor, OnlineExecutor, RedisStore, StreamingExecutor
 from shared.features.stores import Event, WindowQuery
 
 T0 = 1_370_000_000  # June 2013
@@ -137,6 +140,42 @@ def test_streaming_and_online_equal_offline_with_out_of_order_events(deps, wx, r
         store.write(name, [Event.from_record(source, r) for r in frame.to_dict("records")])
     online = OnlineExecutor(FLIGHT_FEATURES, store).matrix(req_df.to_dict("records"))
     assert np.array_equal(offline, online, equal_nan=True), _diff(offline, online)
+
+
+# Bursts of events a day and a quarter apart: between bursts a key's state is evicted, and a late
+# event can arrive before every entry left (the case that once broke Redis's running sums).
+bursts = st.tuples(st.integers(0, 3), st.integers(0, 3 * 3600)).map(lambda b: T0 + b[0] * 30 * 3600 + b[1])
+sparse_departure = st.fixed_dictionaries(
+    {
+        "dep_ts": bursts,
+        "carrier": carriers,
+        "origin": origins,
+        "dep_delay": st.integers(-30, 600),
+        "j": jitter,
+    }
+)
+burst_request = st.fixed_dictionaries(
+    {"sched_ts": bursts, "carrier": carriers, "origin": origins, "dest": st.sampled_from(["ATL", "XXX"])}
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    deps=st.lists(sparse_departure, min_size=30, max_size=60),
+    wx=st.lists(weather, max_size=10),
+    reqs=st.lists(burst_request, min_size=1, max_size=25),
+)
+def test_streaming_into_redis_with_evictions_equals_offline(redis_server, deps, wx, reqs) -> None:
+    dep_df, wx_df, req_df = _frames(deps, wx, reqs)
+    offline = (
+        OfflineExecutor(FLIGHT_FEATURES).compute(req_df, {"departures": dep_df, "weather": wx_df}).to_numpy()
+    )
+    store = RedisStore(redis_server.url, prefix=f"prop-{uuid.uuid4().hex[:8]}")
+    try:
+        streamed = _replay(deps, wx, req_df, StreamingExecutor(FLIGHT_FEATURES, store))
+    finally:
+        store.clear()
+    assert np.array_equal(offline, streamed, equal_nan=True), _diff(offline, streamed)
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> str:
