@@ -5,6 +5,8 @@ Each stage is the real ``create_app`` served by ``run_app``, exactly as ``mlpatt
 after one stage (or whose store differs), so every stage runs the same handler, batcher and metrics:
 
 * ``no-op``: the app's ``/noop`` (reads the body, answers a constant): the HTTP limit;
+* ``no store``: ``POST /predict`` validated and micro-batched, answered with a constant without
+  asking the store: what the handler, the batcher and the answer cost;
 * ``round trip``: ``POST /predict`` with the request validated and micro-batched, and one minimal
   store read per batch (one as-of lookup), answered with a constant: what any handler that waits
   on a network store pays;
@@ -38,7 +40,7 @@ from _http import CUTOFF, PREFIX, ROOT, Server, cpu_seconds, ensure_wrk, example
 
 sys.path.insert(0, str(ROOT))
 
-STAGES = ("round trip", "features", "predict", "embedded")
+STAGES = ("no store", "round trip", "features", "predict", "embedded")
 
 
 def _service(stage: str, version: str, redis_url: str) -> Any:
@@ -48,21 +50,26 @@ def _service(stage: str, version: str, redis_url: str) -> Any:
     from shared.features import StreamingExecutor
     from shared.features.stores import LatestQuery
 
-    class RoundTrip(FlightDelayService):
+    class NoStore(FlightDelayService):
+        async def features_async(self, requests: Sequence[Mapping[str, Any]]) -> np.ndarray:
+            return np.zeros((len(requests), len(self.feature_names)))
+
+        def predict(self, features: np.ndarray) -> np.ndarray:
+            return np.zeros(len(features))
+
+    class RoundTrip(NoStore):
         async def features_async(self, requests: Sequence[Mapping[str, Any]]) -> np.ndarray:
             first = requests[0]
             weather = LatestQuery("weather", "origin", first["origin"], first["sched_ts"])
             await self.store.read_async([], [weather])
             return np.zeros((len(requests), len(self.feature_names)))
 
-        def predict(self, features: np.ndarray) -> np.ndarray:
-            return np.zeros(len(features))
-
     class FeaturesOnly(FlightDelayService):
         def predict(self, features: np.ndarray) -> np.ndarray:
             return np.zeros(len(features))
 
-    kind = {"round trip": RoundTrip, "features": FeaturesOnly}.get(stage, FlightDelayService)
+    stages = {"no store": NoStore, "round trip": RoundTrip, "features": FeaturesOnly}
+    kind = stages.get(stage, FlightDelayService)
     store = "embedded" if stage == "embedded" else "redis"
     service = kind.from_config(version, store=store, redis_url=redis_url, redis_prefix=PREFIX, log=False)
     if store == "embedded":  # the in-process store starts empty: the same history as Redis holds
