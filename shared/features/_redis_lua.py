@@ -39,6 +39,13 @@ local function parse(entry, n)
   end
   return f, string.sub(entry, s + 1)
 end
+-- The running totals just before a cumulative entry: its own minus those of its event.
+local function before_entry(entry, n)
+  local f, member = parse(entry, n)
+  local c = own(member, n)
+  for i = 1, 1 + 2 * n do f[i] = f[i] - c[i] end
+  return f
+end
 """
 
 WRITE = """
@@ -87,11 +94,7 @@ for a = 2, #ARGV, 3 do
       -- next entry's minus its own event. Starting from zero instead would be wrong once older
       -- entries were evicted, since the later entries' totals still count them.
       local after = redis.call('ZRANGEBYSCORE', cum, '(' .. ts, '+inf', 'LIMIT', 0, 1)
-      if #after > 0 then
-        local f, m = parse(after[1], n)
-        local c0 = own(m, n)
-        for i = 1, 1 + 2 * n do base[i] = f[i] - c0[i] end
-      end
+      if #after > 0 then base = before_entry(after[1], n) end
     end
     shift(cum, '(' .. ts, -1, c, 1)  -- usually nothing: events mostly arrive in time order
     for i = 1, 1 + 2 * n do base[i] = base[i] + c[i] end
@@ -152,9 +155,8 @@ for i = 1, #w, 4 do
       -- window's first entry are that entry's minus its own event.
       local entry = redis.call('ZRANGEBYSCORE', KEYS[k + 1], start, '(' .. stop, 'LIMIT', 0, 1)[1]
       if entry then
-        local f, member = parse(entry, n)
-        local c = own(member, n)
-        count0, inexact0, sum0 = f[1] - 1, f[1 + col] - c[1 + col], f[1 + n + col] - c[1 + n + col]
+        local f = before_entry(entry, n)
+        count0, inexact0, sum0 = f[1], f[1 + col], f[1 + n + col]
       end
     end
     count = last[1] - count0
