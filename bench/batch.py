@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--log-fraction", type=float, default=1.0, help="share of rows in the prediction log")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (the median of each line is shown)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     import numpy as np
 
