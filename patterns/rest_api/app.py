@@ -301,24 +301,29 @@ def create_app(
             metrics.observe("v2_infer", time.perf_counter() - start, 404)
             return wrong
         try:
-            body = _parse(await request.body())
+            header, binary = v2.split_body(await request.body(), request.headers.get(v2.HEADER_LENGTH))
+            body = _parse(header)
+        except v2.V2Error as exc:
+            metrics.observe("v2_infer", time.perf_counter() - start, 400)
+            return _error(exc.message, 400)
         except ValueError as exc:
             metrics.observe("v2_infer", time.perf_counter() - start, 400)
             return _error(f"body is not valid JSON: {exc}", 400)
         try:
-            flights, request_id = v2.decode_infer(service, body)
+            infer = v2.decode_infer(service, body, binary)
         except v2.V2Error as exc:
             metrics.observe("v2_infer", time.perf_counter() - start, exc.status)
             return _error(exc.message, exc.status)
+        flights = infer.flights
         scored, failed = await _score_and_answer("v2_infer", start, flights, [None] * len(flights))
         if scored is None:
             return failed  # type: ignore[return-value]
-        answer = v2.encode_infer(service, scored, request_id)
+        content, headers = v2.encode_infer(service, scored, infer)
         probabilities = [p.probability for p in scored]
         seconds = time.perf_counter() - start
         metrics.observe("v2_infer", seconds, 200, probabilities)
         metrics.observe_scoring(seconds, 200, probabilities)
-        return _json(answer)
+        return Response(content, 200, headers)
 
     @app.post("/v2/models/{name}/infer", tags=["v2"])
     async def v2_infer(request: Request, name: str) -> Response:

@@ -5,21 +5,57 @@ Tabular convention: one input tensor per raw request field (``carrier`` BYTES, `
 output ``probability`` is FP64 ``[n]``. The same three ways to give the scheduled departure as the
 JSON endpoint apply (``scheduled_departure``, ``sched_ts`` or the five local fields), and every row
 goes through the same ``decode_request`` hook, so both endpoints accept and refuse the same flights.
+
+Tensors travel as JSON ``data`` or, with the binary tensor data extension (what ``tritonclient``
+sends by default), as raw little-endian bytes after the JSON header: the request's
+``Inference-Header-Content-Length`` header gives the JSON's length, and each binary input says its
+size in ``parameters.binary_data_size``, in input order. A BYTES element is a 4-byte little-endian
+length and then the bytes (UTF-8 here). The output comes back binary when the request asks for it
+(``parameters.binary_data_output``, or ``binary_data`` on the requested output).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
 
 from patterns.rest_api.schemas import FIELDS, InputError
 from patterns.rest_api.service import FlightDelayService, Prediction
 
-__all__ = ["MAX_ROWS", "V2Error", "decode_infer", "encode_infer", "model_metadata", "server_metadata"]
+__all__ = [
+    "HEADER_LENGTH",
+    "MAX_ROWS",
+    "InferRequest",
+    "V2Error",
+    "decode_infer",
+    "encode_infer",
+    "model_metadata",
+    "server_metadata",
+    "split_body",
+]
 
 #: Largest batch one inference request may carry.
 MAX_ROWS = 10_000
+#: The HTTP header giving the length of the JSON part of a body that carries binary tensors.
+HEADER_LENGTH = "inference-header-content-length"
+#: Little-endian element types of the numeric datatypes in binary tensor data.
+_BINARY_DTYPES = {
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
 _SPECS = {f.name: f for f in FIELDS}
 _INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
@@ -36,8 +72,16 @@ class V2Error(ValueError):
         self.status = status
 
 
+class InferRequest(NamedTuple):
+    """A decoded inference request: its flights, its id, and whether the output goes back binary."""
+
+    flights: list[dict[str, Any]]
+    request_id: str | None
+    binary_output: bool
+
+
 def server_metadata(version: str) -> dict[str, Any]:
-    return {"name": "mlpatterns-rest", "version": version, "extensions": []}
+    return {"name": "mlpatterns-rest", "version": version, "extensions": ["binary_tensor_data"]}
 
 
 def model_metadata(service: FlightDelayService) -> dict[str, Any]:
@@ -63,7 +107,81 @@ def _flatten(data: Any, out: list[Any]) -> None:
             out.append(item)
 
 
-def _tensor(spec: Any, index: int) -> tuple[str, list[Any]]:
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary tensor data) of a request body, from its ``HEADER_LENGTH`` header."""
+    if header_length is None:
+        return body, b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise V2Error(f"{HEADER_LENGTH} must be an integer, got {header_length[:40]!r}") from None
+    if not 0 < n <= len(body):
+        raise V2Error(f"{HEADER_LENGTH} {n} does not fit a body of {len(body)} bytes")
+    return body[:n], body[n:]
+
+
+class _BinaryData:
+    """The binary part of a request, handed out input by input in the order the inputs come."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._offset = 0
+
+    def take(self, size: int, name: str) -> memoryview:
+        if size > len(self._data) - self._offset:
+            left = len(self._data) - self._offset
+            raise V2Error(f"input '{name}': binary_data_size {size}, but {left} bytes of binary data left")
+        self._offset += size
+        return self._data[self._offset - size : self._offset]
+
+    def check_used_up(self) -> None:
+        if self._offset != len(self._data):
+            raise V2Error(
+                f"{len(self._data) - self._offset} bytes of binary data after the last binary input "
+                "(binary_data_size of the inputs and the body disagree)"
+            )
+
+
+def _binary_values(name: str, datatype: str, raw: memoryview) -> list[Any]:
+    if datatype != "BYTES":
+        dtype = np.dtype(_BINARY_DTYPES[datatype])
+        if len(raw) % dtype.itemsize:
+            raise V2Error(f"input '{name}': {len(raw)} bytes is not a whole number of {datatype} elements")
+        values: list[Any] = np.frombuffer(raw, dtype).tolist()
+        return values
+    out: list[Any] = []
+    i = 0
+    while i < len(raw):
+        if i + 4 > len(raw):
+            raise V2Error(f"input '{name}': BYTES element {len(out)} has a truncated length prefix")
+        size = int.from_bytes(raw[i : i + 4], "little")
+        if i + 4 + size > len(raw):
+            raise V2Error(f"input '{name}': BYTES element {len(out)} is longer than the binary data")
+        try:
+            out.append(str(raw[i + 4 : i + 4 + size], "utf-8"))
+        except UnicodeDecodeError:
+            raise V2Error(f"input '{name}': BYTES element {len(out)} is not UTF-8 text") from None
+        i += 4 + size
+    return out
+
+
+def _binary_size(spec: dict[str, Any], name: str) -> int | None:
+    parameters = spec.get("parameters")
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise V2Error(f"input '{name}': 'parameters' must be an object")
+    size = parameters.get("binary_data_size")
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise V2Error(f"input '{name}': binary_data_size must be a non-negative integer")
+    if "data" in spec:
+        raise V2Error(f"input '{name}': give either 'data' or binary_data_size, not both")
+    return size
+
+
+def _tensor(spec: Any, index: int, binary: _BinaryData) -> tuple[str, list[Any]]:
     where = f"inputs[{index}]"
     if not isinstance(spec, dict):
         raise V2Error(f"{where}: expected an object with name, shape, datatype and data")
@@ -80,20 +198,39 @@ def _tensor(spec: Any, index: int) -> tuple[str, list[Any]]:
         raise V2Error(f"input '{name}': 'shape' must be a list of integers")
     if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or shape[0] < 0:
         raise V2Error(f"input '{name}': shape {shape} not accepted; expected [n] or [n, 1]")
-    if not isinstance(data, list):
-        raise V2Error(f"input '{name}': 'data' must be an array")
+    size = _binary_size(spec, name)
     flat: list[Any] = []
-    try:
-        _flatten(data, flat)
-    except RecursionError:
-        raise V2Error(f"input '{name}': 'data' nested too deeply") from None
+    if size is not None:
+        flat = _binary_values(name, datatype, binary.take(size, name))
+    elif not isinstance(data, list):
+        raise V2Error(f"input '{name}': 'data' must be an array")
+    else:
+        try:
+            _flatten(data, flat)
+        except RecursionError:
+            raise V2Error(f"input '{name}': 'data' nested too deeply") from None
     if len(flat) != shape[0]:
         raise V2Error(f"input '{name}': shape {shape} needs {shape[0]} elements, data has {len(flat)}")
     return name, flat
 
 
-def decode_infer(service: FlightDelayService, body: Any) -> tuple[list[dict[str, Any]], str | None]:
-    """(decoded flights, request id) from an inference request; ``V2Error`` on a bad one."""
+def _flag(parameters: Any, name: str, where: str) -> bool | None:
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise V2Error(f"{where}: 'parameters' must be an object")
+    value = parameters.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise V2Error(f"{where}: {name} must be true or false")
+    return value
+
+
+def decode_infer(service: FlightDelayService, body: Any, binary_data: bytes = b"") -> InferRequest:
+    """The flights, id and output format of an inference request; ``V2Error`` on a bad one.
+
+    ``body`` is the parsed JSON (the header, when tensors travel as binary) and ``binary_data`` the
+    bytes after it (see ``split_body``).
+    """
     if not isinstance(body, dict):
         raise V2Error("request body must be a JSON object")
     request_id = body.get("id")
@@ -102,12 +239,14 @@ def decode_infer(service: FlightDelayService, body: Any) -> tuple[list[dict[str,
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise V2Error("'inputs' must be a non-empty array")
+    binary = _BinaryData(binary_data)
     columns: dict[str, list[Any]] = {}
     for i, spec in enumerate(inputs):
-        name, values = _tensor(spec, i)
+        name, values = _tensor(spec, i, binary)
         if name in columns:
             raise V2Error(f"input '{name}': given twice")
         columns[name] = values
+    binary.check_used_up()
     sizes = {len(v) for v in columns.values()}
     if len(sizes) != 1:
         raise V2Error(
@@ -117,6 +256,9 @@ def decode_infer(service: FlightDelayService, body: Any) -> tuple[list[dict[str,
     n = sizes.pop()
     if n == 0 or n > MAX_ROWS:
         raise V2Error(f"inputs must hold between 1 and {MAX_ROWS} rows, got {n}")
+    # Binary output when asked for: per requested output, else for all of them (what tritonclient
+    # asks when it names no outputs).
+    binary_output = bool(_flag(body.get("parameters"), "binary_data_output", "request"))
     outputs = body.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list):
@@ -124,6 +266,8 @@ def decode_infer(service: FlightDelayService, body: Any) -> tuple[list[dict[str,
         for out in outputs:
             if not isinstance(out, dict) or out.get("name") not in _OUTPUTS:
                 raise V2Error(f"unknown output {out!r}: this model has {', '.join(_OUTPUTS)}")
+            asked = _flag(out.get("parameters"), "binary_data", f"output '{out['name']}'")
+            binary_output = binary_output if asked is None else asked
     names = list(columns)
     flights: list[dict[str, Any]] = []
     for row in range(n):
@@ -131,19 +275,25 @@ def decode_infer(service: FlightDelayService, body: Any) -> tuple[list[dict[str,
             flights.append(service.decode_request({k: columns[k][row] for k in names}))
         except InputError as exc:
             raise V2Error(f"input '{exc.field}': row {row}: {exc.message}") from None
-    return flights, request_id
+    return InferRequest(flights, request_id, binary_output)
 
 
 def encode_infer(
-    service: FlightDelayService, predictions: Sequence[Prediction], request_id: str | None
-) -> dict[str, Any]:
+    service: FlightDelayService, predictions: Sequence[Prediction], request: InferRequest
+) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of the response: JSON, or a JSON header and the binary output after it."""
     probabilities = [p.probability for p in predictions]
     if not all(math.isfinite(p) for p in probabilities):
         raise V2Error("the model produced a non-finite probability", status=500)
     body: dict[str, Any] = {"model_name": service.model_name, "model_version": service.version}
-    if request_id is not None:
-        body["id"] = request_id
-    body["outputs"] = [
-        {"name": "probability", "datatype": "FP64", "shape": [len(probabilities)], "data": probabilities}
-    ]
-    return body
+    if request.request_id is not None:
+        body["id"] = request.request_id
+    output: dict[str, Any] = {"name": "probability", "datatype": "FP64", "shape": [len(probabilities)]}
+    body["outputs"] = [output]
+    if not request.binary_output:
+        output["data"] = probabilities
+        return orjson.dumps(body), {"content-type": "application/json"}
+    data = np.asarray(probabilities, dtype="<f8").tobytes()
+    output["parameters"] = {"binary_data_size": len(data)}
+    header = orjson.dumps(body)
+    return header + data, {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}

@@ -87,6 +87,28 @@ def test_v2_infer_never_fails_with_5xx(
     _check(client.post("/v2/models/flight_delay/infer", content=json.dumps({"inputs": inputs} | extra)))
 
 
+BINARY_INPUTS = ("carrier", "flight", "origin", "dest", "distance", "sched_ts")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(-2, 24) | JSON, min_size=len(BINARY_INPUTS), max_size=len(BINARY_INPUTS)),
+    datatypes=st.lists(st.sampled_from(["BYTES", "INT64", "INT8", "FP64", "FP16", "UINT64"]), min_size=6),
+    blob=st.binary(max_size=120),
+    length=st.none() | st.integers(-3, 2000).map(str) | st.text("0123456789 +-x", max_size=4),
+)
+def test_v2_binary_infer_never_fails_with_5xx(
+    client: TestClient, sizes: list[Any], datatypes: list[str], blob: bytes, length: str | None
+) -> None:
+    inputs = [
+        {"name": name, "datatype": datatype, "shape": [1], "parameters": {"binary_data_size": size}}
+        for name, datatype, size in zip(BINARY_INPUTS, datatypes, sizes, strict=False)
+    ]
+    header = json.dumps({"inputs": inputs}).encode()
+    headers = {"Inference-Header-Content-Length": str(len(header)) if length is None else length}
+    _check(client.post("/v2/models/flight_delay/infer", content=header + blob, headers=headers))
+
+
 @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"flights": ' + b"[" * 50_000, b"{" * 100_000])
 def test_deeply_nested_bodies_are_4xx(client: TestClient, body: bytes) -> None:
     for path in ("/predict", "/v2/models/flight_delay/infer"):

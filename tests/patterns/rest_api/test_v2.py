@@ -1,4 +1,4 @@
-"""Open Inference Protocol (V2): a standard client (tritonclient, JSON mode) and malformed requests."""
+"""Open Inference Protocol (V2): a standard client (tritonclient: JSON, binary tensors), bad requests."""
 
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ def _client(app: RestApp) -> triton.InferenceServerClient:
     return triton.InferenceServerClient(app.url.removeprefix("http://"))
 
 
-def _inputs(requests: list[dict[str, Any]]) -> list[triton.InferInput]:
+def _inputs(requests: list[dict[str, Any]], binary: Callable[[str], bool] = lambda _: False) -> list[Any]:
     inputs = []
     for name, (datatype, dtype) in _COLUMNS.items():
         data = np.array([r[name] for r in requests], dtype=dtype)
         tensor = triton.InferInput(name, [len(requests)], datatype)
-        tensor.set_data_from_numpy(data, binary_data=False)
+        tensor.set_data_from_numpy(data, binary_data=binary(name))
         inputs.append(tensor)
     return inputs
 
@@ -72,6 +72,126 @@ def test_tritonclient_infer_equals_predict(rest_app: RestApp, rest_requests: lis
     assert versioned.as_numpy("probability").tolist() == probabilities[:3].tolist()
     with pytest.raises(InferenceServerException, match="no version"):
         client.infer(MODEL, _inputs(requests[:3]), model_version="v9")
+
+
+def test_tritonclient_binary_tensors_equal_json(
+    rest_app: RestApp, rest_requests: list[dict[str, Any]]
+) -> None:
+    """tritonclient's defaults: inputs as binary tensor data and, naming no outputs, binary outputs."""
+    requests = rest_requests[:20]
+    client = _client(rest_app)
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    json_outputs = [triton.InferRequestedOutput("probability", binary_data=False)]
+    expected = client.infer(MODEL, _inputs(requests), outputs=json_outputs).as_numpy("probability")
+    binary = client.infer(MODEL, _inputs(requests, binary=lambda _: True), request_id="b-1")
+    assert binary.get_response()["id"] == "b-1"
+    assert binary.get_response()["outputs"][0]["parameters"] == {"binary_data_size": 8 * len(requests)}
+    assert binary.as_numpy("probability").tolist() == expected.tolist()
+    # Some inputs binary, some JSON; the output asked for binary, then for JSON.
+    mixed = _inputs(requests, binary=lambda name: name in ("carrier", "distance", "sched_ts"))
+    for output in (triton.InferRequestedOutput("probability"), json_outputs[0]):
+        result = client.infer(MODEL, mixed, outputs=[output])
+        assert result.as_numpy("probability").tolist() == expected.tolist()
+
+
+def _binary_request(
+    requests: list[dict[str, Any]], change: Callable[[dict[str, Any], dict[str, bytes]], None] | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """A body with every input as binary tensor data, built here from the protocol's description."""
+    blobs: dict[str, bytes] = {}
+    for name, (datatype, dtype) in _COLUMNS.items():
+        values = [r[name] for r in requests]
+        if datatype == "BYTES":
+            blobs[name] = b"".join(len(v.encode()).to_bytes(4, "little") + v.encode() for v in values)
+        else:
+            blobs[name] = np.asarray(values, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    header: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": n,
+                "datatype": dt,
+                "shape": [len(requests)],
+                "parameters": {"binary_data_size": len(blobs[n])},
+            }
+            for n, (dt, _) in _COLUMNS.items()
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    if change is not None:
+        change(header, blobs)
+    text = json.dumps(header).encode()
+    return text + b"".join(blobs.values()), {"Inference-Header-Content-Length": str(len(text))}
+
+
+def _set(name: str, **changes: Any) -> Callable[[dict[str, Any], dict[str, bytes]], None]:
+    def change(header: dict[str, Any], _: dict[str, bytes]) -> None:
+        next(t for t in header["inputs"] if t["name"] == name).update(changes)
+
+    return change
+
+
+def _blob(name: str, data: bytes) -> Callable[[dict[str, Any], dict[str, bytes]], None]:
+    def change(header: dict[str, Any], blobs: dict[str, bytes]) -> None:
+        blobs[name] = data
+        _set(name, parameters={"binary_data_size": len(data)})(header, blobs)
+
+    return change
+
+
+def test_a_binary_request_built_from_the_protocol_is_answered_in_binary(
+    rest_app: RestApp, rest_requests: list[dict[str, Any]]
+) -> None:
+    requests = rest_requests[:5]
+    content, headers = _binary_request(requests)
+    r = httpx.post(f"{rest_app.url}/v2/models/{MODEL}/infer", content=content, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/octet-stream"
+    n = int(r.headers["inference-header-content-length"])
+    header = json.loads(r.content[:n])
+    assert header["model_name"] == MODEL and header["outputs"][0]["parameters"]["binary_data_size"] == 40
+    expected = httpx.post(rest_app.url + "/predict", json={"flights": requests}).json()["predictions"]
+    assert np.frombuffer(r.content[n:], "<f8").tolist() == [p["probability"] for p in expected]
+
+
+BAD_BINARY: list[tuple[str, Callable[[dict[str, Any], dict[str, bytes]], None], str]] = [
+    ("size past the end", _set("distance", parameters={"binary_data_size": 10_000}), "distance"),
+    ("bytes left over", lambda _, b: b.update(tail=b"\0" * 8), "binary data after"),
+    ("not whole elements", _blob("distance", b"\0" * 7), "distance"),
+    ("truncated BYTES length", _blob("carrier", b"\2\0"), "carrier"),
+    ("BYTES longer than the data", _blob("carrier", b"\x09\0\0\0AA"), "carrier"),
+    ("BYTES not UTF-8", _blob("origin", b"\3\0\0\0\xff\xfeX" * 4), "origin"),
+    ("data and binary", _set("flight", data=[1, 2, 3, 4]), "flight"),
+    ("negative size", _set("flight", parameters={"binary_data_size": -8}), "flight"),
+    ("size a string", _set("flight", parameters={"binary_data_size": "32"}), "flight"),
+    ("parameters not an object", _set("flight", parameters=[32]), "flight"),
+    ("NaN distance", _blob("distance", np.full(4, np.nan, "<f8").tobytes()), "distance"),
+    (
+        "binary_data not a bool",
+        lambda h, _: h.update(outputs=[{"name": "probability", "parameters": {"binary_data": "yes"}}]),
+        "probability",
+    ),
+    ("request parameters a list", lambda h, _: h.update(parameters=[1]), "parameters"),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "named"), BAD_BINARY, ids=[c[0] for c in BAD_BINARY])
+def test_bad_binary_requests_are_4xx_json_errors(
+    rest_app: RestApp, rest_requests: list[dict[str, Any]], case: str, change: Callable, named: str
+) -> None:
+    content, headers = _binary_request(rest_requests[:4], change)
+    r = httpx.post(f"{rest_app.url}/v2/models/{MODEL}/infer", content=content, headers=headers)
+    assert 400 <= r.status_code < 500, (case, r.status_code, r.text)
+    assert named in r.json()["error"], r.json()
+
+
+@pytest.mark.parametrize("length", ["abc", "0", "100000", "-5"])
+def test_a_bad_header_length_is_a_400(
+    rest_app: RestApp, rest_requests: list[dict[str, Any]], length: str
+) -> None:
+    content, _ = _binary_request(rest_requests[:4])
+    headers = {"Inference-Header-Content-Length": length}
+    r = httpx.post(f"{rest_app.url}/v2/models/{MODEL}/infer", content=content, headers=headers)
+    assert r.status_code == 400 and "inference-header-content-length" in r.json()["error"], r.text
 
 
 def _body(requests: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
