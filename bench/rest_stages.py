@@ -11,6 +11,11 @@ after one stage (or whose store differs), so every stage runs the same handler, 
   store read per batch (one as-of lookup), answered with a constant: what any handler that waits
   on a network store pays;
 * ``features``: the real online features (plan, one Redis script call, assembly), no model;
+* ``free features``: the real service, except that its feature code costs (almost) nothing: each
+  batch sends Redis the same store read as a typical batch of 7 benchmark flights (so Redis does
+  the same work and the same bytes travel), decodes the reply and drops it, and takes each
+  flight's feature row from a table filled on first sight: an upper bound for any speed-up of
+  the feature code;
 * ``predict``: the real service (features and onnxruntime);
 * ``embedded``: the real service on the in-process store (loaded with the same history) instead of
   Redis: the same features and model with no network store at all, which shows what the store's
@@ -40,7 +45,7 @@ from _http import CUTOFF, PREFIX, ROOT, Server, cpu_seconds, ensure_wrk, example
 
 sys.path.insert(0, str(ROOT))
 
-STAGES = ("no store", "round trip", "features", "predict", "embedded")
+STAGES = ("no store", "round trip", "features", "free features", "predict", "embedded")
 
 
 def _service(stage: str, version: str, redis_url: str) -> Any:
@@ -68,7 +73,30 @@ def _service(stage: str, version: str, redis_url: str) -> Any:
         def predict(self, features: np.ndarray) -> np.ndarray:
             return np.zeros(len(features))
 
-    stages = {"no store": NoStore, "round trip": RoundTrip, "features": FeaturesOnly}
+    class FreeFeatures(FlightDelayService):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.rows: dict[tuple[Any, ...], tuple[Mapping[str, Any], np.ndarray]] = {}
+            self.typical_read: tuple[list[Any], list[Any]] | None = None
+
+        async def features_async(self, requests: Sequence[Mapping[str, Any]]) -> np.ndarray:
+            new = [r for r in requests if tuple(r.values()) not in self.rows]
+            if new:  # the real features, once per flight
+                for r, row in zip(new, await super().features_async(new), strict=True):
+                    self.rows[tuple(r.values())] = (r, row)
+            if self.typical_read is None and len(self.rows) >= 7:
+                plan = self.executor._plan([r for r, _ in list(self.rows.values())[:7]])
+                self.typical_read = plan.windows, plan.latest
+            if self.typical_read is not None:
+                await self.store.read_async(*self.typical_read)
+            return np.array([self.rows[tuple(r.values())][1] for r in requests])
+
+    stages = {
+        "no store": NoStore,
+        "round trip": RoundTrip,
+        "features": FeaturesOnly,
+        "free features": FreeFeatures,
+    }
     kind = stages.get(stage, FlightDelayService)
     store = "embedded" if stage == "embedded" else "redis"
     service = kind.from_config(version, store=store, redis_url=redis_url, redis_prefix=PREFIX, log=False)
@@ -151,10 +179,10 @@ def _table(
     noop_cpu = median("no-op", 1)
     print(f"\nREST /predict by stage, model {version}, {os.cpu_count()} cores, direct (no nginx); "
           f"wrk -t2 -c{args.connections} -d{args.duration}s, median of {args.rounds} rounds")  # fmt: skip
-    print("{:<12}{:>9}{:>14}{:>10}{:>9}".format("stage", "req/s", "CPU us/req", "+CPU us", "x no-op"))
+    print("{:<14}{:>9}{:>14}{:>10}{:>9}".format("stage", "req/s", "CPU us/req", "+CPU us", "x no-op"))
     for name in order:
         cpu = median(name, 1)
-        print(f"{name:<12}{median(name, 0):>9.0f}{cpu:>14.0f}{cpu - noop_cpu:>10.0f}{median(name, 2):>9.2f}")
+        print(f"{name:<14}{median(name, 0):>9.0f}{cpu:>14.0f}{cpu - noop_cpu:>10.0f}{median(name, 2):>9.2f}")
     print(
         f"\n0.5x the no-op needs a prediction to cost at most 2x the no-op's CPU: {2 * noop_cpu:.0f} us "
         f"per request"

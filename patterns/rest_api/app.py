@@ -303,19 +303,17 @@ def create_app(
         try:
             header, binary = v2.split_body(await request.body(), request.headers.get(v2.HEADER_LENGTH))
             body = _parse(header)
-        except v2.V2Error as exc:
+        except ValueError as exc:  # a V2Error names what is wrong with the binary framing
             metrics.observe("v2_infer", time.perf_counter() - start, 400)
-            return _error(exc.message, 400)
-        except ValueError as exc:
-            metrics.observe("v2_infer", time.perf_counter() - start, 400)
-            return _error(f"body is not valid JSON: {exc}", 400)
+            message = exc.message if isinstance(exc, v2.V2Error) else f"body is not valid JSON: {exc}"
+            return _error(message, 400)
         try:
             infer = v2.decode_infer(service, body, binary)
         except v2.V2Error as exc:
             metrics.observe("v2_infer", time.perf_counter() - start, exc.status)
             return _error(exc.message, exc.status)
-        flights = infer.flights
-        scored, failed = await _score_and_answer("v2_infer", start, flights, [None] * len(flights))
+        ids = [None] * len(infer.flights)
+        scored, failed = await _score_and_answer("v2_infer", start, infer.flights, ids)
         if scored is None:
             return failed  # type: ignore[return-value]
         content, headers = v2.encode_infer(service, scored, infer)
