@@ -132,6 +132,23 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None
         out(f"  {label}: {body['carrier']}{body['flight']} {body['origin']}->{body['dest']} "
             f"p(delay)={answer['probability']:.4f} from {answer['model_version']}")  # fmt: skip
 
+    def ask_v2() -> None:  # a standard Open Inference Protocol client, with its binary tensors
+        import numpy as np
+        import tritonclient.http as triton
+
+        columns = {"carrier": "BYTES", "flight": "INT64", "origin": "BYTES", "dest": "BYTES",
+                   "distance": "FP64", "sched_ts": "INT64"}  # fmt: skip
+        inputs = []
+        for name, datatype in columns.items():
+            tensor = triton.InferInput(name, [1], datatype)
+            tensor.set_data_from_numpy(np.array([body[name]], dtype=object if datatype == "BYTES" else None))
+            inputs.append(tensor)
+        v2 = triton.InferenceServerClient(switch.front.url.removeprefix("http://"))  # type: ignore[attr-defined]
+        p = float(v2.infer("flight_delay", inputs).as_numpy("probability")[0])
+        if p != client.post(url, json=body).json()["probability"]:
+            raise RuntimeError(f"V2 /infer answered {p}, /predict something else")
+        out(f"  through nginx, Open Inference Protocol (tritonclient, binary tensors): p(delay)={p:.4f}")
+
     def show(result: Any) -> None:
         for gate in result.gates:
             out(f"    [{gate.outcome:4}] {gate.gate:<11} {gate.phase:<9} {gate.detail}")
@@ -147,6 +164,7 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None
         out(f"deploy {old} to blue (first deployment: nothing to compare with)")
         show(deployer.deploy(target.models(old), strategy))
         ask("through nginx")
+        ask_v2()
         background.start()
         out(f"deploy {new} to green: readiness, golden set over HTTP, bake guardrails, then switch")
         show(deployer.deploy(target.models(new), strategy))
