@@ -198,6 +198,8 @@ def _tensor(spec: Any, index: int, binary: _BinaryData) -> tuple[str, list[Any]]
         raise V2Error(f"input '{name}': 'shape' must be a list of integers")
     if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or shape[0] < 0:
         raise V2Error(f"input '{name}': shape {shape} not accepted; expected [n] or [n, 1]")
+    if shape[0] > MAX_ROWS:  # before decoding any data
+        raise V2Error(f"input '{name}': shape {shape} has more than {MAX_ROWS} rows")
     size = _binary_size(spec, name)
     flat: list[Any] = []
     if size is not None:

@@ -241,6 +241,7 @@ BAD: list[tuple[str, Callable[[list[dict[str, Any]]], Any], str]] = [
     ("shape does not match data", lambda r: _mutate(r, "distance", shape=[len(r) + 1]), "distance"),
     ("shape with two columns", lambda r: _mutate(r, "distance", shape=[len(r) // 2, 2]), "distance"),
     ("shape not a list", lambda r: _mutate(r, "distance", shape="4"), "distance"),
+    ("shape over the row limit", lambda r: _mutate(r, "distance", shape=[10_001]), "distance"),
     ("data not an array", lambda r: _mutate(r, "distance", data=5.0), "distance"),
     ("string in a FP64 tensor", lambda r: _mutate(r, "distance", data=["x"] * len(r)), "distance"),
     ("negative distance", lambda r: _mutate(r, "distance", data=[-1.0] * len(r)), "distance"),
