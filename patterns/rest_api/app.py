@@ -38,8 +38,8 @@ from patterns.rest_api.batching import MicroBatcher
 from patterns.rest_api.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from patterns.rest_api.schemas import (
     MAX_BATCH,
+    PREDICT_BODY_DOC,
     BatchResponse,
-    FlightRequest,
     InputError,
     PredictResponse,
     decode_predict_body,
@@ -84,30 +84,6 @@ def _error(message: str, status: int, field: str | None = None) -> Response:
     if field is not None:
         body["field"] = field
     return _json(body, status)
-
-
-def _openapi_body(schema: dict[str, Any]) -> dict[str, Any]:
-    batch = {"type": "array", "items": schema, "minItems": 1, "maxItems": MAX_BATCH}
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                _JSON: {
-                    "schema": {
-                        "oneOf": [
-                            schema,
-                            {
-                                "type": "object",
-                                "required": ["flights"],
-                                "properties": {"flights": batch, "explain": {"type": "boolean"}},
-                            },
-                            batch,
-                        ]
-                    }
-                }
-            },
-        }
-    }
 
 
 def create_app(
@@ -207,7 +183,7 @@ def create_app(
     @app.post(
         "/predict",
         tags=["predict"],
-        openapi_extra=_openapi_body(FlightRequest.model_json_schema()),
+        openapi_extra=PREDICT_BODY_DOC,
         responses={200: {"model": PredictResponse | BatchResponse}, 422: {"description": "bad field"}},
     )
     async def predict(request: Request) -> Response:
@@ -325,7 +301,11 @@ def create_app(
 
     @app.post("/v2/models/{name}/infer", tags=["v2"])
     async def v2_infer(request: Request, name: str) -> Response:
-        """Open Inference Protocol inference: one input tensor per raw field, output `probability`."""
+        """Open Inference Protocol inference: one input tensor per raw field, output `probability`.
+
+        Tensors as JSON `data`, or as binary tensor data after a JSON header whose length is in the
+        `Inference-Header-Content-Length` header (what tritonclient sends by default).
+        """
         return await _infer(request, name, None)
 
     @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"])

@@ -32,6 +32,7 @@ __all__ = [
     "FIELDS",
     "LOCAL_ZONE",
     "MAX_BATCH",
+    "PREDICT_BODY_DOC",
     "BatchResponse",
     "FlightField",
     "FlightRequest",
@@ -302,3 +303,31 @@ class BatchResponse(BaseModel):
 
     model_version: str
     predictions: list[PredictResponse]
+
+
+def _predict_body_doc(schema: dict[str, Any]) -> dict[str, Any]:
+    batch = {"type": "array", "items": schema, "minItems": 1, "maxItems": MAX_BATCH}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            schema,
+                            {
+                                "type": "object",
+                                "required": ["flights"],
+                                "properties": {"flights": batch, "explain": {"type": "boolean"}},
+                            },
+                            batch,
+                        ]
+                    }
+                }
+            },
+        }
+    }
+
+
+#: The OpenAPI request body of ``/predict``: one flight, ``{"flights": [...]}`` or an array.
+PREDICT_BODY_DOC = _predict_body_doc(FlightRequest.model_json_schema())
