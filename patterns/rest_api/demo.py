@@ -1,8 +1,9 @@
 """The REST pattern's part of ``make demo``: blue-green through nginx, a switch and a rollback.
 
 ``run_demo(("v1", "v2"))`` materialises online features into Redis up to a day, starts blue with v1
-behind nginx, asks for a prediction through nginx, deploys v2 to green (gates shown), asks again,
-rolls back, asks again, and stops every process it started. It expects Redis and nginx up
+behind nginx, asks for a prediction through nginx (JSON, then the same flight with tritonclient's
+binary tensors), deploys v2 to green (gates shown), asks again, rolls back, asks again, and stops
+every process it started. It expects Redis and nginx up
 (``mlpatterns services up redis nginx``) and both versions registered (``mlpatterns train``).
 """
 
@@ -145,6 +146,7 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None
             inputs.append(tensor)
         v2 = triton.InferenceServerClient(switch.front.url.removeprefix("http://"))  # type: ignore[attr-defined]
         p = float(v2.infer("flight_delay", inputs).as_numpy("probability")[0])
+        v2.close()
         if p != client.post(url, json=body).json()["probability"]:
             raise RuntimeError(f"V2 /infer answered {p}, /predict something else")
         out(f"  through nginx, Open Inference Protocol (tritonclient, binary tensors): p(delay)={p:.4f}")
