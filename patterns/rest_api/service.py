@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 import redis
@@ -76,11 +76,13 @@ def build_store(kind: str, redis_url: str | None = None, prefix: str = "mlp") ->
         from shared import settings
 
         redis_url = settings.redis_url()
-    parts = urlsplit(redis_url)
-    query = dict(parse_qsl(parts.query))
+    # The query is replaced as text: urlunsplit would turn "unix:///run/redis.sock" into
+    # "unix:/run/redis.sock", which redis-py refuses.
+    base, _, given = redis_url.partition("?")
+    query = dict(parse_qsl(given))
     query.setdefault("socket_timeout", "2")
     query.setdefault("socket_connect_timeout", "1")
-    return RedisStore(urlunsplit(parts._replace(query=urlencode(query))), prefix=prefix)
+    return RedisStore(f"{base}?{urlencode(query)}", prefix=prefix)
 
 
 def _request_id() -> str:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import calendar
-from collections.abc import Callable
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +56,48 @@ def test_service_without_a_web_framework_matches_offline(
         assert answer["probability"] == expected[i]
     assert service.ready() and service.info()["slot"] == "blue"
     service.close()
+
+
+@pytest.fixture
+def unix_redis() -> Iterator[str]:
+    """A Redis of this test alone, listening on a unix socket only: its ``unix://`` URL."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is missing (`make test` installs it with the other servers)"
+    folder = Path(tempfile.mkdtemp(prefix="mlp-redis-"))  # short: a socket path has ~100 bytes
+    socket = folder / "redis.sock"
+    args = ["--port", "0", "--unixsocket", str(socket), "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen([binary, *args, "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not socket.exists():
+            assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield f"unix://{socket}"
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_redis_on_a_unix_socket_serves_the_same_features(unix_redis: str) -> None:
+    """``build_store`` keeps a ``unix://`` URL intact (it adds timeouts to the query)."""
+    until = parse_until(CUTOFF)
+    events = history_events()
+    embedded, redis = EmbeddedStore(), build_store("redis", unix_redis)
+    for store in (embedded, redis):
+        load_history(StreamingExecutor(FLIGHT_FEATURES, store), until, events=events)
+    requests = [decode_flight({**row, "sched_ts": int(row["sched_ts"])}) for row in _requests(until)]
+    expected = OnlineExecutor(FLIGHT_FEATURES, embedded).matrix(requests)
+    online = OnlineExecutor(FLIGHT_FEATURES, redis)
+    assert redis.ping()
+    np.testing.assert_array_equal(online.matrix(requests), expected)
+    np.testing.assert_array_equal(asyncio.run(online.matrix_async(requests)), expected)
+
+
+def _requests(until: int) -> list[dict[str, Any]]:
+    fields = ["carrier", "flight", "origin", "dest", "distance", "sched_ts"]
+    rows = _hour_before(until)[fields].itertuples(index=False)
+    return [dict(zip(fields, row, strict=True)) for row in rows]
 
 
 def test_hooks_can_be_overridden(rest_model: ModelVersion, rest_requests: list[dict[str, Any]]) -> None:
