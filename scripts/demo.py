@@ -74,9 +74,9 @@ def main() -> int:
 def _partial_gate(report: Path) -> int:
     """A partial demo gates on the skew checks (features, exports) only.
 
-    Its traffic is too narrow a population for the drift check: the REST demo alone serves one
-    hour of one day. The drift verdict is printed above; the full demo judges it over every
-    pattern's traffic (the batch pattern scores a whole month).
+    Its traffic is too narrow a population for the drift check: the REST demo alone serves the
+    flights of one hour. The drift verdict is printed above; the full demo judges it over every
+    pattern's traffic together.
     """
     checks = json.loads(report.read_text())["checks"]
     failed = [c["check"] for c in checks if c["check"] != "drift" and not c["passed"]]
