@@ -137,12 +137,13 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), out: Callable[[str], None
         import numpy as np
         import tritonclient.http as triton
 
-        columns = {"carrier": "BYTES", "flight": "INT64", "origin": "BYTES", "dest": "BYTES",
-                   "distance": "FP64", "sched_ts": "INT64"}  # fmt: skip
+        from patterns.rest_api.schemas import FIELDS
+
         inputs = []
-        for name, datatype in columns.items():
-            tensor = triton.InferInput(name, [1], datatype)
-            tensor.set_data_from_numpy(np.array([body[name]], dtype=object if datatype == "BYTES" else None))
+        for field in (f for f in FIELDS if f.name in body):  # one tensor per field the body has
+            tensor = triton.InferInput(field.name, [1], field.v2_datatype)
+            dtype = object if field.v2_datatype == "BYTES" else None
+            tensor.set_data_from_numpy(np.array([body[field.name]], dtype=dtype))
             inputs.append(tensor)
         v2 = triton.InferenceServerClient(switch.front.url.removeprefix("http://"))  # type: ignore[attr-defined]
         p = float(v2.infer("flight_delay", inputs).as_numpy("probability")[0])
