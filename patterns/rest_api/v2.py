@@ -165,13 +165,18 @@ def _binary_values(name: str, datatype: str, raw: memoryview) -> list[Any]:
     return out
 
 
-def _binary_size(spec: dict[str, Any], name: str) -> int | None:
-    parameters = spec.get("parameters")
+def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """An object's ``parameters`` (empty when absent); ``V2Error`` when it is not an object."""
+    parameters = obj.get("parameters")
     if parameters is None:
-        return None
+        return {}
     if not isinstance(parameters, dict):
-        raise V2Error(f"input '{name}': 'parameters' must be an object")
-    size = parameters.get("binary_data_size")
+        raise V2Error(f"{where}: 'parameters' must be an object")
+    return parameters
+
+
+def _binary_size(spec: dict[str, Any], name: str) -> int | None:
+    size = _parameters(spec, f"input '{name}'").get("binary_data_size")
     if size is None:
         return None
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -216,12 +221,8 @@ def _tensor(spec: Any, index: int, binary: _BinaryData) -> tuple[str, list[Any]]
     return name, flat
 
 
-def _flag(parameters: Any, name: str, where: str) -> bool | None:
-    if parameters is None:
-        return None
-    if not isinstance(parameters, dict):
-        raise V2Error(f"{where}: 'parameters' must be an object")
-    value = parameters.get(name)
+def _flag(obj: dict[str, Any], name: str, where: str) -> bool | None:
+    value = _parameters(obj, where).get(name)
     if value is not None and not isinstance(value, bool):
         raise V2Error(f"{where}: {name} must be true or false")
     return value
@@ -260,7 +261,7 @@ def decode_infer(service: FlightDelayService, body: Any, binary_data: bytes = b"
         raise V2Error(f"inputs must hold between 1 and {MAX_ROWS} rows, got {n}")
     # Binary output when asked for: per requested output, else for all of them (what tritonclient
     # asks when it names no outputs).
-    binary_output = bool(_flag(body.get("parameters"), "binary_data_output", "request"))
+    binary_output = bool(_flag(body, "binary_data_output", "request"))
     outputs = body.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list):
@@ -268,7 +269,7 @@ def decode_infer(service: FlightDelayService, body: Any, binary_data: bytes = b"
         for out in outputs:
             if not isinstance(out, dict) or out.get("name") not in _OUTPUTS:
                 raise V2Error(f"unknown output {out!r}: this model has {', '.join(_OUTPUTS)}")
-            asked = _flag(out.get("parameters"), "binary_data", f"output '{out['name']}'")
+            asked = _flag(out, "binary_data", f"output '{out['name']}'")
             binary_output = binary_output if asked is None else asked
     names = list(columns)
     flights: list[dict[str, Any]] = []
