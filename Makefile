@@ -39,9 +39,12 @@ lint: $(STAMP)  ## ruff and mypy
 	$(VENV)/bin/ruff format --check shared patterns tests bench scripts
 	$(VENV)/bin/mypy shared patterns
 
-bench: $(STAMP)  ## run every benchmark in bench/ (each prints a table with its same-run baseline)
+BENCH_PLOTS ?= .mlpatterns/bench
+
+bench: $(STAMP)  ## run every benchmark in bench/ (a table with its same-run baseline; plots in BENCH_PLOTS)
 	$(MLP) services up
-	for f in bench/[a-z]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	for f in bench/[a-z]*.py; do echo "== $$f"; \
+	  $(PY) $$f --plot $(BENCH_PLOTS)/$$(basename $$f .py).png || exit 1; done
 
 clean:  ## remove the venv, server data and model registry
 	rm -rf $(VENV) .services .mlpatterns .cache

@@ -9,6 +9,7 @@ Heavy imports live inside ``main``: writer processes are spawned, and a spawned 
 this file.
 
     .venv/bin/python bench/batch.py [--version v1] [--rounds 3] [--batch-size 2000] [--writers 2]
+                                    [--plot batch.png]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import multiprocessing
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -85,6 +87,7 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=2, help="parallel HBase writer connections")
     parser.add_argument("--log-fraction", type=float, default=1.0, help="share of rows in the prediction log")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (the median of each line is shown)")
+    parser.add_argument("--plot", type=Path, help="also draw each stage's seconds to this PNG file")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -184,6 +187,16 @@ def main() -> None:
         f"write throughput / raw happybase throughput: {t('raw') / t('writes'):.0%} (goal >= 80%; "
         f"rounds {', '.join(f'{x:.0%}' for x in ratios)})"
     )
+    if args.plot:
+        from _plot import bar_chart
+
+        bar_chart(
+            args.plot,
+            f"Batch scoring of {n:,} flights into HBase, by stage (median of {args.rounds} rounds)",
+            [(name.strip(), seconds) for name, seconds in rows],
+            "seconds",
+            baselines=(rows[-2][0], rows[-1][0]),
+        )
 
 
 if __name__ == "__main__":

@@ -5,15 +5,17 @@ Baselines measured in the same run:
 * online: a bare Redis PING round trip (the network floor of one lookup) — the Redis store's
   lookup is a ratio of it; the embedded store is shown against the same floor.
 
-    .venv/bin/python bench/features.py [--requests 2000]
+    .venv/bin/python bench/features.py [--requests 2000] [--plot features.png]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
+from _plot import bar_chart
 
 from shared import settings
 from shared.example import data
@@ -40,6 +42,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=2000, help="online lookups per store")
+    parser.add_argument("--plot", type=Path, help="also draw the online lookups to this PNG file")
     args = parser.parse_args()
 
     def load() -> None:
@@ -97,6 +100,14 @@ def main() -> None:
     print(f"{'path':<34}{'p50 ms':>9}{'p99 ms':>9}{'p50 / PING':>12}")
     for label, p50, p99 in rows:
         print(f"{label:<34}{p50:>9.3f}{p99:>9.3f}{p50 / floor[0]:>12.1f}")
+    if args.plot:
+        bar_chart(
+            args.plot,
+            f"Online feature lookup, one request at a time ({args.requests:,} requests)",
+            [(f"{label} {q}", v) for label, p50, p99 in rows for q, v in (("p50", p50), ("p99", p99))],
+            "milliseconds",
+            baselines=("Redis PING (baseline) p50", "Redis PING (baseline) p99"),
+        )
 
 
 if __name__ == "__main__":

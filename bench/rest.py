@@ -15,6 +15,7 @@ shown). Prediction logging is off everywhere (the bare endpoint has none). Ratio
 and to the no-op on the same path (nginx or direct) of the same run.
 
     python bench/rest.py [--version v1] [--duration 10] [--rounds 3] [--sequential 400] [--only NAMES]
+                         [--plot rest.png]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import httpx
 import numpy as np
 from _http import PREFIX, ROOT, Server, ensure_wrk, example, free_port, wrk, wrk_script
+from _plot import bar_chart
 from pydantic import BaseModel
 
 sys.path.insert(0, str(ROOT))
@@ -105,6 +107,7 @@ def main() -> None:
         default="",
         help="comma-separated subset to measure, e.g. 'rest app (nginx),no-op (nginx)' (default: all)",
     )
+    ap.add_argument("--plot", type=Path, help="also draw the throughput of each endpoint to this PNG file")
     ap.add_argument("--serve-bare", nargs=3, metavar=("PORT", "VERSION", "REDIS_URL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_bare:
@@ -202,6 +205,16 @@ def _table(rows: list[tuple[str, float, float, float, float, int]], version: str
           f"{bento[4]:.1f} ms ({verdict(ours[4] <= bento[4])}); sequential p99 {ours[2]:.1f} vs "
           f"{bento[2]:.1f} ms ({verdict(ours[2] <= bento[2])}); >= 0.5x no-op (nginx) throughput: "
           f"{ours[3] / noop[3]:.2f}x ({verdict(ours[3] >= 0.5 * noop[3])})")  # fmt: skip
+    if args.plot:
+        goals = [("2x bentoml", 2 * bento[3]), ("0.5x no-op (nginx)", 0.5 * noop[3])]
+        bar_chart(
+            args.plot,
+            f"REST /predict throughput, wrk -c{args.connections}, model {version} (grey: baselines)",
+            [(name, rps) for name, _, _, rps, _, _ in rows],
+            "requests per second",
+            baselines=("bentoml", "no-op (nginx)", "no-op (direct)"),
+            goals=[(label, value) for label, value in goals if value == value],  # NaN: left out by --only
+        )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ that interleave the stages (median round shown). The app's CPU per request comes
 it is steadier than requests per second. ``x no-op`` is the throughput ratio to the no-op of the
 same round; ``+CPU`` is the CPU a request costs above the no-op's.
 
-    python bench/rest_stages.py [--version v1] [--duration 10] [--rounds 3]
+    python bench/rest_stages.py [--version v1] [--duration 10] [--rounds 3] [--plot stages.png]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 from _http import CUTOFF, PREFIX, ROOT, Server, cpu_seconds, ensure_wrk, example, free_port, wrk, wrk_script
+from _plot import bar_chart
 
 sys.path.insert(0, str(ROOT))
 
@@ -125,6 +126,7 @@ def main() -> None:
         default=list(STAGES),
         help="stages beside the no-op (default: all)",
     )
+    ap.add_argument("--plot", type=Path, help="also draw each stage's CPU per request to this PNG file")
     ap.add_argument(
         "--serve", nargs=4, metavar=("STAGE", "PORT", "VERSION", "REDIS_URL"), help=argparse.SUPPRESS
     )
@@ -187,6 +189,15 @@ def _table(
         f"\n0.5x the no-op needs a prediction to cost at most 2x the no-op's CPU: {2 * noop_cpu:.0f} us "
         f"per request"
     )
+    if args.plot:
+        bar_chart(
+            args.plot,
+            f"REST app CPU per request by stage, direct, wrk -c{args.connections}, model {version}",
+            [(name, median(name, 1)) for name in order],
+            "app process CPU, microseconds per request",
+            baselines=("no-op",),
+            goals=[("0.5x no-op: 2x its CPU", 2 * noop_cpu)],
+        )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from _plot import bar_chart
 
 from patterns.streaming.messages import Topics, ensure_topics
 from patterns.streaming.replay import Replayer, day_window
@@ -169,6 +170,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s for the latency run")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the latency run")
     parser.add_argument("--latency-only", action="store_true", help="skip the throughput run")
+    parser.add_argument("--plot", type=Path, help="also draw the event-to-output latencies to this PNG file")
     parser.add_argument(
         "--raw-loop", nargs=4, metavar=("BOOTSTRAP", "SOURCE", "SINK", "BATCH"), help=argparse.SUPPRESS
     )
@@ -210,6 +212,21 @@ def main() -> None:
     w = lat["worker"]
     p99w = float(np.percentile(w, 99)) if len(w) else float("inf")
     print(f"  goal p99 <= 100 ms: {'met' if p99w <= 100 else 'NOT met'}")
+    if args.plot:
+        bars = [
+            (f"{label.strip()} {q}", float(np.percentile(lat[name], pct)))
+            for name, label in labels
+            if len(lat.get(name, ()))
+            for q, pct in (("p50", 50), ("p99", 99))
+        ]
+        bar_chart(
+            args.plot,
+            f"Event-to-output latency at {args.rate:,.0f} events/s for {args.seconds:.0f}s",
+            bars,
+            "milliseconds",
+            baselines=("raw consume->produce loop p50", "raw consume->produce loop p99"),
+            goals=[("goal: worker p99 <= 100 ms", 100.0)],
+        )
 
 
 if __name__ == "__main__":
