@@ -41,7 +41,7 @@ def bar_chart(
     ax.invert_yaxis()  # the first row of the table on top
     widest = max([*values, *(v for _, v in goals), 0.0])
     for y, value in enumerate(values):
-        ax.text(value + widest * 0.01, y, f"{value:,.4g}", va="center", fontsize=9)
+        ax.text(value + widest * 0.01, y, _label(value), va="center", fontsize=9)
     for label, value in goals:
         ax.axvline(value, color=_GOAL, linestyle="--", linewidth=1)
         ax.text(value, len(bars) - 0.4, f" {label}", color=_GOAL, fontsize=8, va="bottom")
@@ -55,3 +55,10 @@ def bar_chart(
     plt.close(fig)
     print(f"plot: {path}")
     return path
+
+
+def _label(value: float) -> str:
+    """14,567 / 68.3 / 0.17: thousands separated, about three significant digits below 100."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"

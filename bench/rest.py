@@ -212,7 +212,7 @@ def _table(rows: list[tuple[str, float, float, float, float, int]], version: str
             f"REST /predict throughput, wrk -c{args.connections}, model {version} (grey: baselines)",
             [(name, rps) for name, _, _, rps, _, _ in rows],
             "requests per second",
-            baselines=("bentoml", "no-op (nginx)", "no-op (direct)"),
+            baselines=("bentoml", "bare fastapi+sklearn", "no-op (nginx)", "no-op (direct)"),
             goals=[(label, value) for label, value in goals if value == value],  # NaN: left out by --only
         )
 

@@ -38,7 +38,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "rest_stages.py": (
         ["--duration", "1", "--rounds", "1"],
-        ["no-op", "no store", "round trip", "features", "free features", "predict", "embedded",
+        ["no-op", "no store", "round trip", "idle store", "free features", "features", "predict", "embedded",
          "0.5x the no-op needs"],
     ),
     "batch.py": (
