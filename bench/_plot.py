@@ -42,10 +42,13 @@ def bar_chart(
     widest = max([*values, *(v for _, v in goals), 0.0])
     for y, value in enumerate(values):
         ax.text(value + widest * 0.01, y, _label(value), va="center", fontsize=9)
+    right = widest * 1.15 or 1.0
     for label, value in goals:
         ax.axvline(value, color=_GOAL, linestyle="--", linewidth=1)
-        ax.text(value, len(bars) - 0.4, f" {label}", color=_GOAL, fontsize=8, va="bottom")
-    ax.set_xlim(0, widest * 1.15 or 1.0)
+        left_of_line = value > 0.6 * right  # a label past the line would run off the chart
+        text, align = (f"{label} ", "right") if left_of_line else (f" {label}", "left")
+        ax.text(value, len(bars) - 0.4, text, color=_GOAL, fontsize=8, va="bottom", ha=align)
+    ax.set_xlim(0, right)
     ax.set_xlabel(unit)
     ax.set_title(title, fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
