@@ -112,8 +112,10 @@ def work(
         stats = worker.stats
     finally:
         worker.close()
+    late = ", ".join(f"{n} {source}" for source, n in sorted(stats.late_dropped.items())) or "none"
     click.echo(
-        f"{stats.messages} messages, {stats.predictions} predictions, {stats.dead_letters} dead letters"
+        f"{stats.messages} messages, {stats.predictions} predictions, {stats.dead_letters} dead letters, "
+        f"late events dropped: {late}"
     )
 
 

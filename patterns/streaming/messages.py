@@ -24,6 +24,7 @@ from shared.example.flights import REQUEST_FIELDS, WEATHER_FIELDS
 
 __all__ = [
     "KINDS",
+    "MAX_FUTURE_S",
     "SOURCE_OF",
     "Event",
     "SchemaError",
@@ -42,6 +43,8 @@ KINDS: dict[str, tuple[str, str]] = {
 }
 #: message type -> the feature set's event source it updates (requests update none)
 SOURCE_OF = {"weather": "weather", "departed": "departures"}
+#: an event time later than this past the wall clock is refused (a unit error, not an event)
+MAX_FUTURE_S = 86400
 #: order of types at equal event time: an observation stamped t is "at or before t" for a request at t
 TIE_ORDER = {"weather": 0, "departed": 1, "scheduled": 2}
 
@@ -87,7 +90,7 @@ def decode(raw: bytes | None) -> Event:
     if raw is None:
         raise SchemaError("empty message (null value)")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SchemaError(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -101,7 +104,20 @@ def decode(raw: bytes | None) -> Event:
             raise SchemaError(f"{kind}: field {name!r} required")
         record[name] = _check(kind, name, body[name], expected)
     time_field, id_field = KINDS[kind]
-    return Event(kind, record[time_field], record[id_field], record)
+    ts = record[time_field]
+    # An event time in milliseconds (or any other far-future time) would become the partition's
+    # committed cut-off and watermark: every later event would then be dropped as late.
+    if ts > time.time() + MAX_FUTURE_S:
+        raise SchemaError(
+            f"{kind}: field {time_field!r} is {ts}, more than a day in the future: "
+            "event times are epoch seconds, not milliseconds"
+        )
+    return Event(kind, ts, record[id_field], record)
+
+
+def _no_constant(name: str) -> Any:
+    # json.loads reads NaN and Infinity by default; a missing value travels as null.
+    raise SchemaError(f"not JSON: {name} is not a JSON value (send null for a missing value)")
 
 
 def _check(kind: str, name: str, value: Any, expected: str) -> Any:
@@ -110,7 +126,7 @@ def _check(kind: str, name: str, value: Any, expected: str) -> Any:
     ok = {
         _INT: isinstance(value, int) and not isinstance(value, bool),
         _STR: isinstance(value, str) and value != "",
-    }.get(expected, isinstance(value, int | float) and not isinstance(value, bool))
+    }.get(expected, isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value))
     if not ok:
         raise SchemaError(f"{kind}: field {name!r} must be {expected.rstrip('?')}, got {value!r}")
     return float(value) if expected.startswith("number") else value

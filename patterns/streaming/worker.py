@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +35,7 @@ from shared.features import StreamingExecutor
 from shared.predictor import Predictor
 from shared.predlog import PredictionLog
 
-__all__ = ["History", "StreamWorker"]
+__all__ = ["History", "StreamWorker", "WorkerStats"]
 
 #: A request is scored before any state event more than this far past it is applied, which keeps
 #: every request inside the executor's allowed lateness (1 h) of the watermark: exact answers.
@@ -83,6 +84,8 @@ class _Partition:
 
 @dataclass
 class WorkerStats:
+    """What a worker has handled; ``late_dropped``: state events refused as too late, per source."""
+
     messages: int = 0
     predictions: int = 0
     dead_letters: int = 0
@@ -146,6 +149,9 @@ class StreamWorker:
 
             def on_partitions_assigned(self, assigned: Sequence[Any]) -> None:
                 worker._fresh.update(assigned)
+                # For the operator (and the recovery test): which partitions this process owns now.
+                owned = sorted(tp.partition for tp in assigned)
+                print(f"worker {worker.version}: assigned partitions {owned}", file=sys.stderr, flush=True)
 
         self._consumer = KafkaConsumer(
             allow_auto_create_topics=False,
@@ -216,7 +222,9 @@ class StreamWorker:
         for tp, msgs in batch.items():
             part = self._parts.setdefault(tp, _Partition(self.cutoff))
             self._partition(tp, part, msgs, requests, rows, dead)
-            commits[tp] = (msgs[-1].offset + 1, part.last_ts)
+            # A batch of nothing but dead letters keeps the cut-off it started from: an empty one
+            # would make the next start replay the partition from its beginning.
+            commits[tp] = (msgs[-1].offset + 1, part.last_ts if part.last_ts is not None else part.cutoff)
             self.stats.messages += len(msgs)
         futures = []
         scored: list[tuple[Any, Any, Event, np.ndarray, float]] = []
@@ -278,7 +286,9 @@ class StreamWorker:
         def flush_run() -> None:
             nonlocal run
             if run and part.executor is not None:
+                before = part.executor.late_dropped.copy()
                 part.executor.observe_many(SOURCE_OF[run_kind], run)
+                self.stats.late_dropped.update(part.executor.late_dropped - before)
             run = []
 
         def flush_pending() -> None:

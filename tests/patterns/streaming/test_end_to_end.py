@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -67,15 +68,23 @@ def test_poison_messages_land_in_the_dead_letters_and_the_stream_goes_on(
     replayer = Replayer(bootstrap, topics, partitions=2)
     events = events_between(start, end)
     first = events[events["kind"] == "scheduled"].iloc[0]
+    departure = dict(events[events["kind"] == "departed"].iloc[0]["record"])
     poison: list[bytes] = [
         b"\x00\x01 definitely not json",
         b'{"type": "scheduled", "flight_id": "X"}',
         encode("scheduled", first["record"]).replace(b'"hour":', b'"hour":"ten","h":'),
+        # Accepted, a time in milliseconds would move the watermark past every later event (all
+        # dropped as late) and a NaN delay would spoil the windows' means: both must be refused.
+        encode("departed", departure | {"dep_ts": departure["dep_ts"] * 1000}),
+        encode("departed", departure | {"event_id": "nan"}).replace(b'"dep_delay":', b'"dep_delay":NaN,"d":'),
     ]
     for i, raw in enumerate(poison):  # before, in the middle of, and after the real events
         replayer.send_raw(raw, key=b"poison", partition=i % 2, ts=start)
     stats = replayer.replay(start, end)
     replayer.send_raw(b"trailing garbage", partition=1, ts=end)
+    # Not poison but too late (4 h behind the stream, 1 h allowed): dropped by the policy, counted.
+    late = departure | {"event_id": "late", "dep_ts": start - 2 * 3600}
+    replayer.send_raw(encode("departed", late), partition=0, ts=end)
     replayer.close()
     poison.append(b"trailing garbage")
 
@@ -100,9 +109,38 @@ def test_poison_messages_land_in_the_dead_letters_and_the_stream_goes_on(
     assert sorted(m.value for m in letters) == sorted(poison)
     errors = {m.value: dict(m.headers)["error"].decode() for m in letters}
     assert "not JSON" in errors[poison[0]] and "required" in errors[poison[1]] and "hour" in errors[poison[2]]
+    assert "milliseconds" in errors[poison[3]] and "NaN" in errors[poison[4]]
+    assert worker.stats.late_dropped == {"departures": 1}
     assert all(dict(m.headers)["source"].startswith(topics.events.encode()) for m in letters)
     # Every real request still got its prediction, identical to the offline path.
     expected = offline(predictor, start, end)
     assert stats.requests == len(expected)
     got = read_topic(bootstrap, topics.predictions("v1"), lambda v: len(v) >= len(expected))
     assert {v["flight_id"]: v["probability"] for v in got} == {f: p for f, (p, _) in expected.items()}
+
+
+def test_a_batch_of_only_dead_letters_keeps_the_cut_off(
+    bootstrap: str, topics: Topics, registry: Registry, day: tuple[int, int]
+) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    start = day[0] + 10 * 3600
+    cutoff = start + 1800
+    replayer = Replayer(bootstrap, topics, partitions=1)
+    replayer.replay(start, cutoff)
+    replayer.send_raw(b"garbage after the cut-off", partition=0, ts=cutoff)
+    replayer.close()
+    predictor = Predictor(registry.get("v1"), FLIGHT_FEATURES.fingerprint())
+    # A group's first start from --cutoff, where the first batch holds nothing but a dead letter.
+    worker = StreamWorker(predictor, bootstrap, topics, cutoff=cutoff, max_batch=50)
+    try:
+        worker.run(idle_exit_s=3.0)
+    finally:
+        worker.close()
+    assert worker.stats.dead_letters == 1 and worker.stats.predictions == 0
+    group = KafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.group("v1"))
+    committed = group.committed(TopicPartition(topics.events, 0), metadata=True)
+    group.close()
+    # Committed past the garbage with the cut-off it started from: an empty cut-off would make the
+    # next start replay the partition from its beginning, producing every prediction again.
+    assert committed is not None and json.loads(committed.metadata) == {"ts": cutoff}

@@ -62,6 +62,26 @@ def test_missing_weather_values_travel_as_null_and_come_back_as_nan() -> None:
             b' "dep_delay": true}',
             "dep_delay",
         ),
+        (
+            b'{"type": "departed", "event_id": "x", "dep_ts": 1, "carrier": "UA", "origin": "EWR",'
+            b' "dep_delay": NaN}',
+            "NaN is not a JSON value",
+        ),
+        (
+            b'{"type": "departed", "event_id": "x", "dep_ts": 1, "carrier": "UA", "origin": "EWR",'
+            b' "dep_delay": -Infinity}',
+            "-Infinity is not a JSON value",
+        ),
+        (
+            b'{"type": "departed", "event_id": "x", "dep_ts": 1, "carrier": "UA", "origin": "EWR",'
+            b' "dep_delay": 1e400}',
+            "'dep_delay' must be number, got inf",
+        ),
+        (
+            b'{"type": "departed", "event_id": "x", "dep_ts": 1360800000000, "carrier": "UA",'
+            b' "origin": "EWR", "dep_delay": 1}',
+            "'dep_ts' is 1360800000000, more than a day in the future",
+        ),
         (None, "empty"),
     ],
 )

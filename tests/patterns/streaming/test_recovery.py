@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from patterns.streaming.messages import Topics
@@ -17,8 +21,9 @@ from tests.patterns.streaming.conftest import read_topic
 
 def test_sigkill_mid_stream_then_scale_out_loses_nothing(
     bootstrap: str, topics: Topics, registry: Registry, day: tuple[int, int], offline: Callable[..., Any],
-    workers: Callable[..., Any],
+    workers: Callable[..., Any], stream_home: Path,
 ) -> None:  # fmt: skip
+    logs = Path(os.environ.get("STREAM_TEST_LOGS", stream_home))  # where ``workers`` writes their logs
     start, end = day
     replayer = Replayer(bootstrap, topics, partitions=3)
     # Paced, so the worker is killed while events are still arriving.
@@ -48,5 +53,22 @@ def test_sigkill_mid_stream_then_scale_out_loses_nothing(
     # At least once: duplicates may exist (the key lets readers drop them), but each one is identical.
     assert {v["flight_id"] for v in values} == set(expected)
     assert all(v["probability"] == expected[v["flight_id"]][0] for v in values)
-    # Both restarted workers took part (partitions were spread) - seen from which partitions advanced.
-    assert {v["partition"] for v in values} == {0, 1, 2}
+    # Both restarted workers took part: their latest assignments split the three partitions.
+    restarted = [logs / f"{topics.prefix}-v1-{i}.log" for i in (1, 2)]
+
+    def spread() -> bool:
+        owned = [_assigned(log) for log in restarted]
+        return all(owned) and not owned[0] & owned[1] and owned[0] | owned[1] == {0, 1, 2}
+
+    deadline = time.monotonic() + 60
+    while not spread():
+        assert time.monotonic() < deadline, f"not spread: {[_assigned(log) for log in restarted]}"
+        time.sleep(0.5)
+
+
+def _assigned(log: Path) -> set[int]:
+    """The partitions of a worker's latest assignment, from the line it prints on each one."""
+    if not log.exists():
+        return set()
+    lines = [line for line in log.read_text().splitlines() if ": assigned partitions [" in line]
+    return set(json.loads(lines[-1].split("assigned partitions ", 1)[1])) if lines else set()
