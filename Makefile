@@ -34,6 +34,9 @@ test: $(STAMP)  ## start the servers and run the whole test suite
 	status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	  if [ -n "$$CI" ]; then $(MLP) services down || true; fi; exit $$status
 
+test-fast: $(STAMP)  ## the tests that need no server (a quick check; `make test` runs everything)
+	$(PY) -m pytest -m "not servers" $(PYTEST_ARGS)
+
 lint: $(STAMP)  ## ruff and mypy
 	$(VENV)/bin/ruff check shared patterns tests bench scripts
 	$(VENV)/bin/ruff format --check shared patterns tests bench scripts

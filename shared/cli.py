@@ -49,7 +49,10 @@ def train(train_months: str, valid_months: str, max_iter: int) -> None:
     from shared.example.train import TrainingConfig
     from shared.example.train import train as run
 
-    config = TrainingConfig(_months(train_months), _months(valid_months), max_iter=max_iter)
+    try:
+        config = TrainingConfig(_months(train_months), _months(valid_months), max_iter=max_iter)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--valid-months") from None
     with tqdm(total=4, desc="train", unit="step", bar_format="{desc}: {n}/{total} steps [{elapsed}]") as bar:
 
         def progress(message: str) -> None:
@@ -100,11 +103,13 @@ def show_model(version: str, as_json: bool) -> None:
         raise click.ClickException(str(exc.args[0])) from None
     try:
         v.verify()
-        integrity = "all artifacts match their sha256"
+        integrity, corrupted = "all artifacts match their sha256", False
     except IntegrityError as exc:
-        integrity = f"CORRUPTED: {exc}"
+        integrity, corrupted = f"CORRUPTED: {exc}", True
     if as_json:
         click.echo(json.dumps(v.summary() | {"integrity": integrity}, indent=2, default=str))
+        if corrupted:
+            raise SystemExit(1)
         return
     click.echo(f"version            {v.version}")
     click.echo(f"feature set        {v.feature_fingerprint} ({len(v.feature_names)} features)")
@@ -119,6 +124,8 @@ def show_model(version: str, as_json: bool) -> None:
     for name, info in v.artifacts.items():
         click.echo(f"  {name:<12} {info['bytes']:>10,} B  sha256 {info['sha256'][:16]}…")
     click.echo(f"integrity          {integrity}")
+    if corrupted:
+        raise SystemExit(1)  # a script or CI step checking a model must see the failure
 
 
 @click.group()

@@ -80,3 +80,14 @@ def copy_registry(trained_registry: Path) -> Callable[[Path], Registry]:
         return Registry(home / "registry")
 
     return copy
+
+
+_SERVER_FIXTURES = {"redis_server", "kafka_server", "hbase_server", "nginx_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test needs the servers when any fixture it depends on (directly or not) starts one: marking
+    # it here keeps `-m "not servers"` (``make test-fast``) honest without a marker in every file.
+    for item in items:
+        if _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)

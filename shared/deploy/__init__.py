@@ -25,7 +25,7 @@ from shared.deploy.gates import (
     check_fingerprint,
     default_gates,
 )
-from shared.deploy.metrics import agreement_rate, psi
+from shared.deploy.metrics import agreement_rate, p99, psi
 from shared.deploy.state import (
     IN_FLIGHT,
     TRANSITIONS,
@@ -77,5 +77,6 @@ __all__ = [
     "check_fingerprint",
     "default_gates",
     "open_store",
+    "p99",
     "psi",
 ]

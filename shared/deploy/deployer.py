@@ -158,7 +158,9 @@ class Deployer:
             return self._abort(
                 st.deployment, f"recovered: deployment {st.deployment} interrupted while {state}"
             )
-        if st.live is not None:
+        if st.live is not None or any(info.state is not _S.EMPTY for info in st.slots.values()):
+            # Re-assert the durable routing, "none" included: a route() that raced an abort may
+            # still be in effect. A target that never staged anything has nothing to re-assert.
             self.switch.route(st.weights)
         return st
 
@@ -193,8 +195,7 @@ class Deployer:
         except _Aborted:
             # Our last route() may have landed after the aborting process's: re-assert its routing.
             current = self.state()
-            if current.weights:
-                self.switch.route(current.weights)
+            self.switch.route(current.weights)  # {} too: an aborted first deployment serves nothing
             return DeployResult(False, version, cand, "aborted by another process", current)
         except Exception as exc:
             reason = f"switch error: {type(exc).__name__}: {exc}"

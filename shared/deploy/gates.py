@@ -36,7 +36,11 @@ Phase = Literal["verify", "shadow", "bake"]
 
 
 class ModelCard(Protocol):
-    """What a deployment needs to know about a model version (``shared.registry`` entries fit)."""
+    """What a deployment needs to know about a model version.
+
+    A ``shared.registry`` entry holds all of it but does not fit as is: its golden set comes from
+    ``golden_set()``. Patterns wrap one in a ``Candidate`` (see each pattern's ``switch.py``).
+    """
 
     @property
     def version(self) -> str: ...

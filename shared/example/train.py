@@ -34,6 +34,17 @@ class TrainingConfig:
     max_leaf_nodes: int = 31
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # Validating on months before (or among) the training months would leak the future into
+        # the model and overstate its AUC: the split is by time.
+        if not self.train_months or not self.valid_months:
+            raise ValueError("train_months and valid_months must each hold at least one month")
+        if min(self.valid_months) <= max(self.train_months):
+            raise ValueError(
+                f"validation months {list(self.valid_months)} must all come after the training "
+                f"months {list(self.train_months)} (a time-based split)"
+            )
+
 
 def feature_table(months: tuple[int, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(flights of ``months``, their offline features) for training or evaluation."""

@@ -2,8 +2,15 @@
 
 Events are grouped by key and sorted by time once; each request then finds its window with a
 binary search (``searchsorted``) and sums with prefix sums, so the year's 336,776 flights take about
-a second. Window sums are differences of prefix sums: exact for the integer-valued delays of the
-example, which is what lets the parity tests compare executors with ``==``.
+a second. It reads the event tables the way the online stores hold them, so all executors agree
+exactly (the parity tests compare them with ``==``):
+
+* an exact duplicate event (same id, time and values: an at-least-once redelivery) counts once;
+* keys are compared as text (``str``), a missing key included, as the stores name their sets;
+* window sums are differences of prefix sums over the values a double sums exactly (integers
+  below 2**53, like the example's delays); a window holding any other value (a fraction, NaN) is
+  summed one value at a time in time order, as the stores do;
+* events of equal time are ordered by the stores' member text (``Event.member``) for as-of reads.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from shared.features.definitions import AsOfFeature, FeatureSet, RowFeature, WindowFeature
+from shared.features.definitions import AsOfFeature, EventSource, FeatureSet, RowFeature, WindowFeature
 
 __all__ = ["OfflineExecutor"]
 
@@ -30,41 +37,70 @@ class OfflineExecutor:
         t = requests[fs.request_time].to_numpy(np.int64)
         columns = {c: requests[c].to_numpy() for c in requests.columns}
         out: dict[str, np.ndarray] = {}
-        grouped: dict[tuple[str, str, str], dict[object, tuple[np.ndarray, np.ndarray]]] = {}
+        unique: dict[str, pd.DataFrame] = {}
+        text_keys: dict[str, np.ndarray] = {}
+        grouped: dict[tuple[str, str, str, bool], dict[str, tuple[np.ndarray, np.ndarray]]] = {}
         for f in fs.features:
             if isinstance(f, RowFeature):
                 out[f.name] = np.asarray(f.fn(columns), dtype=np.float64)
                 continue
             source = fs.source(f.source)
-            cache_key = (f.source, f.key, f.value)
-            if cache_key not in grouped:
-                grouped[cache_key] = _group_events(
-                    sources[f.source], source.time_column, f.key, f.value, source.id_column
+            if f.source not in unique:
+                unique[f.source] = sources[f.source].drop_duplicates(
+                    [source.id_column, source.time_column, *source.value_columns]
                 )
+            asof = isinstance(f, AsOfFeature)
+            cache_key = (f.source, f.key, f.value, asof)
+            if cache_key not in grouped:
+                # Only an as-of read sees the order of events of equal time (a sum does not).
+                grouped[cache_key] = _group_events(unique[f.source], source, f.key, f.value, asof)
+            if f.key not in text_keys:
+                text_keys[f.key] = requests[f.key].map(str).to_numpy(dtype=object)
+            keys = text_keys[f.key]
             if isinstance(f, AsOfFeature):
-                out[f.name] = _asof(t, columns[f.key], grouped[cache_key], f.ttl_seconds)
+                out[f.name] = _asof(t, keys, grouped[cache_key], f.ttl_seconds)
             else:
-                out[f.name] = _window(t, columns[f.key], grouped[cache_key], f)
+                out[f.name] = _window(t, keys, grouped[cache_key], f)
         return pd.DataFrame(out, index=requests.index, columns=fs.names)
 
 
 def _group_events(
-    events: pd.DataFrame, time_column: str, key: str, value: str, id_column: str
-) -> dict[object, tuple[np.ndarray, np.ndarray]]:
-    # Sorting by id after time gives ties the same order the online stores use (member order).
-    ordered = events.sort_values([time_column, id_column], kind="stable")
-    groups: dict[object, tuple[np.ndarray, np.ndarray]] = {}
-    for k, part in ordered.groupby(key, sort=False):
-        groups[k] = (part[time_column].to_numpy(np.int64), part[value].to_numpy(np.float64))
+    events: pd.DataFrame, source: EventSource, key: str, value: str, member_order: bool
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    time = source.time_column
+    order: list[str] = [time]
+    if member_order and events.duplicated([key, time]).any():
+        members = [
+            "|".join([str(row[0]), *map(repr, map(float, row[1:]))])
+            for row in events[[source.id_column, *source.value_columns]].itertuples(index=False)
+        ]
+        events = events.assign(_member=members)
+        order.append("_member")
+    ordered = events.sort_values(order, kind="stable")
+    groups: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for k, part in ordered.groupby(ordered[key].map(str), sort=False):
+        groups[str(k)] = (part[time].to_numpy(np.int64), part[value].to_numpy(np.float64))
     return groups
 
 
-def _positions_by_key(keys: np.ndarray) -> dict[object, np.ndarray]:
+#: Integers below this magnitude sum exactly in a double, in any order.
+_EXACT = 2.0**53
+
+
+def _sum_in_order(values: np.ndarray) -> float:
+    # One addition at a time, oldest first, like the stores (numpy's pairwise sum rounds otherwise).
+    total = 0.0
+    for v in values.tolist():
+        total += v
+    return total
+
+
+def _positions_by_key(keys: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.asarray(idx) for k, idx in pd.Series(keys).groupby(keys, sort=False).indices.items()}
 
 
 def _asof(
-    t: np.ndarray, keys: np.ndarray, groups: Mapping[object, tuple[np.ndarray, np.ndarray]], ttl: int
+    t: np.ndarray, keys: np.ndarray, groups: Mapping[str, tuple[np.ndarray, np.ndarray]], ttl: int
 ) -> np.ndarray:
     result = np.full(len(t), np.nan)
     for k, pos in _positions_by_key(keys).items():
@@ -80,7 +116,7 @@ def _asof(
 
 
 def _window(
-    t: np.ndarray, keys: np.ndarray, groups: Mapping[object, tuple[np.ndarray, np.ndarray]], f: WindowFeature
+    t: np.ndarray, keys: np.ndarray, groups: Mapping[str, tuple[np.ndarray, np.ndarray]], f: WindowFeature
 ) -> np.ndarray:
     counts = np.zeros(len(t))
     sums = np.zeros(len(t))
@@ -88,11 +124,15 @@ def _window(
         if k not in groups:
             continue
         times, values = groups[k]
-        prefix = np.concatenate([[0.0], np.cumsum(values)])
+        exact = np.isfinite(values) & (np.abs(values) < _EXACT) & (np.floor(values) == values)
+        prefix = np.concatenate([[0.0], np.cumsum(np.where(exact, values, 0.0))])
+        inexact = np.concatenate([[0], np.cumsum(~exact)])
         hi = np.searchsorted(times, t[pos], side="left")  # strictly before t
         lo = np.searchsorted(times, t[pos] - f.window_seconds, side="left")
         counts[pos] = hi - lo
         sums[pos] = prefix[hi] - prefix[lo]
+        for i in np.flatnonzero(inexact[hi] > inexact[lo]):
+            sums[pos[i]] = _sum_in_order(values[lo[i] : hi[i]])
     if f.agg == "count":
         return counts
     with np.errstate(invalid="ignore", divide="ignore"):

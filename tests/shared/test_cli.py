@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -30,7 +31,10 @@ def test_train_then_show_prints_metrics_and_verified_checksums(tmp_path: Path) -
 
     model = tmp_path / "registry" / "v1" / "model.onnx"
     model.write_bytes(model.read_bytes()[:-1] + b"\x00")
-    assert "CORRUPTED" in _mlpatterns("models", "show", "v1", home=tmp_path).stdout
+    corrupted = _mlpatterns("models", "show", "v1", home=tmp_path)
+    assert corrupted.returncode == 1 and "CORRUPTED" in corrupted.stdout
+    as_json = _mlpatterns("models", "show", "v1", "--json", home=tmp_path)
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["integrity"].startswith("CORRUPTED")
 
 
 def test_unknown_version_and_bad_months_are_clear_errors(tmp_path: Path) -> None:
@@ -38,6 +42,9 @@ def test_unknown_version_and_bad_months_are_clear_errors(tmp_path: Path) -> None
     assert missing.returncode != 0 and "no model version 'v7'" in missing.stderr
     bad = _mlpatterns("train", "--train-months", "0-13", home=tmp_path)
     assert bad.returncode != 0 and "months must be within 1-12" in bad.stderr
+    leaky = _mlpatterns("train", "--train-months", "2", "--valid-months", "1-2", home=tmp_path)
+    assert leaky.returncode == 2 and "must all come after the training months" in leaky.stderr
+    assert not (tmp_path / "registry").exists() or not any((tmp_path / "registry").iterdir())
 
 
 def test_help_explains_every_command() -> None:

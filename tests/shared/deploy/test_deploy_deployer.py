@@ -242,6 +242,27 @@ def test_rollback_from_another_process_stops_a_running_bake(world: World) -> Non
     assert world.switch.weights == {Slot.BLUE: 1.0}
 
 
+def test_a_first_deployment_aborted_while_it_routes_leaves_no_traffic_on_it(world: World) -> None:
+    other = world.second_process()
+    original = world.switch.route
+
+    def route_after_an_abort(weights: dict[Slot, float]) -> None:
+        if weights and world.deployer.state().deployment is not None:
+            other.deployer.rollback("operator abort")  # lands between our commit and our route
+        original(weights)
+
+    world.switch.route = route_after_an_abort  # type: ignore[method-assign]
+    result = world.deploy("v1", CANARY)
+    assert not result.ok and result.reason == "aborted by another process"
+    st = world.deployer.state()
+    assert (st.live, st.weights) == (None, {})
+    assert world.switch.weights == {}  # our late route() was undone: nothing serves the aborted v1
+    # and the next deployment's recovery re-asserts the durable routing however the medium drifted
+    original({Slot.BLUE: 1.0})
+    world.deployer.recover()
+    assert world.switch.weights == {}
+
+
 def test_switch_base_class_defaults() -> None:
     class Minimal(Switch):
         def stage(self, slot: Slot, version: str) -> None: ...

@@ -178,6 +178,77 @@ def test_streaming_into_redis_with_evictions_equals_offline(redis_server, deps, 
     assert np.array_equal(offline, streamed, equal_nan=True), _diff(offline, streamed)
 
 
+# The awkward cases the stores handle and the example data never has: fractional and NaN delays
+# (summed one by one instead of by running totals), exact redeliveries (counted once), missing keys
+# (None, named "None" by the stores), and events of equal time whose ids are prefixes of each other
+# ("1" and "10": the stores order them by member text, "10|..." before "1|...").
+awkward_delay = st.one_of(
+    st.integers(-30, 600).map(float), st.integers(-120, 2400).map(lambda q: q / 4), st.just(float("nan"))
+)
+awkward_departure = st.fixed_dictionaries(
+    {
+        "dep_ts": times.map(lambda t: t - t % 1800),
+        "carrier": st.sampled_from(["AA", "UA", None]),
+        "origin": origins,
+        "dep_delay": awkward_delay,
+        "copies": st.integers(1, 2),
+    }
+)
+awkward_weather = st.fixed_dictionaries(
+    {
+        "obs_ts": times.map(lambda t: t - t % 3600),
+        "origin": st.sampled_from(["EWR", None]),
+        "value": weather_value,
+    }
+)
+awkward_request = st.fixed_dictionaries(
+    {
+        "sched_ts": times,
+        "carrier": st.sampled_from(["AA", "UA", None]),
+        "origin": st.sampled_from(["EWR", "JFK", None]),
+        "dest": st.just("ATL"),
+    }
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    deps=st.lists(awkward_departure, max_size=60),
+    wx=st.lists(awkward_weather, max_size=30),
+    reqs=st.lists(awkward_request, min_size=1, max_size=20),
+)
+def test_offline_reads_awkward_events_as_the_stores_do(redis_server, deps, wx, reqs) -> None:
+    rows = [{"event_id": str(i), **d} for i, d in enumerate(deps) for _ in range(d["copies"])]
+    dep_df = pd.DataFrame(rows, columns=["event_id", "dep_ts", "carrier", "origin", "dep_delay"])
+    wx_rows = [
+        {
+            "event_id": str(i),
+            "obs_ts": w["obs_ts"],
+            "origin": w["origin"],
+            **{f: w["value"] for f in WEATHER_FIELDS},
+        }
+        for i, w in enumerate(wx)
+    ]
+    wx_df = pd.DataFrame(wx_rows, columns=["event_id", "obs_ts", "origin", *WEATHER_FIELDS])
+    _, _, req_df = _frames([], [], reqs)
+    offline = (
+        OfflineExecutor(FLIGHT_FEATURES).compute(req_df, {"departures": dep_df, "weather": wx_df}).to_numpy()
+    )
+    redis_store = RedisStore(redis_server.url, prefix=f"awk-{uuid.uuid4().hex[:8]}")
+    try:
+        for store in (EmbeddedStore(), redis_store):
+            for name, frame in (("departures", dep_df), ("weather", wx_df)):
+                source = FLIGHT_FEATURES.source(name)
+                store.write(name, [Event.from_record(source, r) for r in frame.to_dict("records")])
+            online = OnlineExecutor(FLIGHT_FEATURES, store).matrix(req_df.to_dict("records"))
+            assert np.array_equal(offline, online, equal_nan=True), (
+                type(store).__name__,
+                _diff(offline, online),
+            )
+    finally:
+        redis_store.clear()
+
+
 def _diff(a: np.ndarray, b: np.ndarray) -> str:
     bad = ~((a == b) | (np.isnan(a) & np.isnan(b)))
     cols = [FLIGHT_FEATURES.names[j] for j in np.where(bad.any(axis=0))[0]]

@@ -34,6 +34,7 @@ def private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
             svc.down()
 
 
+@pytest.mark.servers  # starts private servers of its own
 @pytest.mark.parametrize("name", ["redis", "nginx"])
 def test_up_is_idempotent_and_down_leaves_no_process(private: Path, name: str) -> None:
     svc = services.get(name)
@@ -57,6 +58,7 @@ def test_up_is_idempotent_and_down_leaves_no_process(private: Path, name: str) -
     svc.down()
 
 
+@pytest.mark.servers
 def test_busy_port_is_reported_with_its_owner(private: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
