@@ -46,23 +46,32 @@ class StreamingExecutor:
             records.to_dict("records") if isinstance(records, pd.DataFrame) else records
         )
         accepted = 0
-        batch: list[Event] = []
+        parsed: list[Event] = []
         for record in rows:
-            event = Event.from_record(src, record)
+            # Parse a whole chunk before applying any of it: a malformed record then raises with
+            # the watermark untouched, instead of after it moved past events that were never written.
+            parsed.append(Event.from_record(src, record))
+            if len(parsed) >= chunk:
+                accepted += self._apply(source, parsed)
+                parsed = []
+        if parsed:
+            accepted += self._apply(source, parsed)
+        self.accepted[source] += accepted
+        return accepted
+
+    def _apply(self, source: str, events: Sequence[Event]) -> int:
+        lateness = self.feature_set.source(source).allowed_lateness_seconds
+        batch: list[Event] = []
+        for event in events:
             watermark = self.watermarks.get(source)
-            if watermark is not None and event.ts < watermark - src.allowed_lateness_seconds:
+            if watermark is not None and event.ts < watermark - lateness:
                 self.late_dropped[source] += 1
                 continue
             self.watermarks[source] = event.ts if watermark is None else max(watermark, event.ts)
             batch.append(event)
-            accepted += 1
-            if len(batch) >= chunk:
-                self._flush(source, batch)
-                batch = []
         if batch:
             self._flush(source, batch)
-        self.accepted[source] += accepted
-        return accepted
+        return len(batch)
 
     def _flush(self, source: str, batch: Sequence[Event]) -> None:
         evict = self.watermarks[source] - self.feature_set.retention_seconds(source)

@@ -12,6 +12,7 @@ import uuid
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -277,6 +278,19 @@ def test_events_later_than_the_allowed_lateness_are_rejected_and_counted() -> No
         }
     )
     assert features["carrier_dep_count_3h"] == 2.0  # a and b, never c
+
+
+def test_a_malformed_record_leaves_the_watermark_where_it_was() -> None:
+    executor = StreamingExecutor(FLIGHT_FEATURES)
+    base = {"carrier": "AA", "origin": "JFK", "dep_delay": 10.0}
+    good = {**base, "event_id": "late-but-fine", "dep_ts": T0 + 7200}
+    with pytest.raises(KeyError, match="dep_delay"):
+        executor.observe_many(
+            "departures", [good, {"event_id": "x", "dep_ts": T0, "carrier": "AA", "origin": "JFK"}]
+        )
+    assert executor.watermarks == {} and executor.accepted["departures"] == 0
+    # Nothing was written, so nothing is "late" yet: an event two hours before the good one applies.
+    assert executor.observe("departures", {**base, "event_id": "a", "dep_ts": T0})
 
 
 def test_state_older_than_retention_is_evicted_and_duplicates_are_idempotent() -> None:
