@@ -20,6 +20,7 @@ import hmac
 import importlib.metadata
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -156,7 +157,14 @@ def create_app(
         endpoint: str, start: float, flights: list[dict[str, Any]], ids: Sequence[str | None]
     ) -> tuple[list[Prediction] | None, Response | None]:
         try:
-            return await batcher.score(flights, list(ids)), None
+            scored = await batcher.score(flights, list(ids))
+            # A model that returns NaN or inf is a bug (a broken export, a custom hook), not the
+            # caller's input: a counted 5xx the bake guardrails see, for both endpoints, instead of
+            # a 200 with null (JSON) or an uncounted 500 (V2). One sum: probabilities are in [0, 1].
+            if math.isfinite(sum([p.probability for p in scored])):
+                return scored, None
+            _log.error("the model returned a non-finite probability")
+            status, message = 500, "internal error: model returned a non-finite probability"
         except StoreUnavailable as exc:
             status, message = 503, str(exc)
         except InputError as exc:
@@ -172,11 +180,14 @@ def create_app(
 
     # --- baseline -------------------------------------------------------------------------------
 
-    @app.api_route("/noop", methods=["GET", "POST"], tags=["baseline"], include_in_schema=True)
     async def noop(request: Request) -> Response:
         """Does nothing but read the body: the same stack's ceiling, for benchmarks."""
         await request.body()
         return Response(b'{"ok":true}', media_type=_JSON)
+
+    # One documented route per method: a single GET+POST route gives both the same operationId.
+    app.get("/noop", tags=["baseline"], operation_id="noop_get")(noop)
+    app.post("/noop", tags=["baseline"], operation_id="noop_post")(noop)
 
     # --- JSON prediction ------------------------------------------------------------------------
 
@@ -356,7 +367,10 @@ def create_app(
 
     @app.post("/admin/flush-log", tags=["admin"])
     async def admin_flush_log(request: Request) -> Response:
-        """Wait until every prediction served so far is in the prediction log."""
+        """Wait until every prediction served so far is in the prediction log.
+
+        `{"flushed": false}` when that timed out or a write failed (rows dropped: see the server log).
+        """
         denied = _admin(request)
         if denied is not None:
             return denied

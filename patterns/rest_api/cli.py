@@ -139,6 +139,7 @@ def serve(
         raise click.UsageError(
             "--preload-until only applies to --store embedded (use load-features for Redis)"
         )
+    until = _until(preload_until, "--preload-until") if preload_until else None  # before the model loads
     service = FlightDelayService.from_config(
         version,
         store=store,
@@ -147,10 +148,10 @@ def serve(
         slot=slot,
         log=prediction_log,
     )
-    if preload_until:
+    if until is not None:
         from patterns.rest_api.loader import load_history
 
-        counts = load_history(StreamingExecutor(service.feature_set, service.store), _until(preload_until))
+        counts = load_history(StreamingExecutor(service.feature_set, service.store), until)
         click.echo(f"preloaded {counts}", err=True)
     click.echo(
         f"serving {service.model_name} {service.version} (slot {slot or '-'}) on http://{host}:{port} "
@@ -182,13 +183,13 @@ def run_app(app: Any, host: str, port: int, log_level: str = "warning") -> None:
     )
 
 
-def _until(text: str) -> int:
+def _until(text: str, option: str) -> int:
     from patterns.rest_api.loader import parse_until
 
     try:
         return parse_until(text)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--until") from None
+        raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 @rest.command("load-features")
@@ -231,8 +232,8 @@ def load_features(
     from patterns.rest_api.service import build_store
     from shared.example.flights import FLIGHT_FEATURES
 
-    until = _until(until_text)
-    since = _until(since_text) if since_text else None
+    until = _until(until_text, "--until")
+    since = _until(since_text, "--since") if since_text else None
     store = build_store("redis", _redis_url(redis_url), redis_prefix)
     try:
         store.ping()

@@ -11,6 +11,7 @@ idle timeout could race it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,10 @@ class RestFront:
         self.port = port or front_port()
         self.name = name  # several fronts (e.g. tests) can share one nginx under different names
         self._upstream = f"mlp_{name}"
+        # The file text nginx is known to have loaded (None: unknown, e.g. a new process or after a
+        # failed reload). The file on disk alone does not say it: a reload can fail after nginx
+        # took the new file, and the file is then restored under it.
+        self._loaded: str | None = None
 
     @property
     def conf_file(self) -> Path:
@@ -97,15 +102,20 @@ server {{
 """
 
     def apply(self, backends: Mapping[int, float]) -> None:
-        """Write the file, validate with ``nginx -t`` (old file restored if invalid), graceful reload."""
+        """Write the file, validate with ``nginx -t``, graceful reload.
+
+        On a failed reload the old file is restored and reloaded (best effort), so what nginx runs
+        matches the file again; the error is raised either way.
+        """
         text = self.render(backends)
         old = self.conf_file.read_text() if self.conf_file.exists() else None
-        if old == text and self.nginx.running():
+        if old == text == self._loaded and self.nginx.running():
             return
         self.conf_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.conf_file.with_suffix(".conf.tmp~")
         tmp.write_text(text)
         os.replace(tmp, self.conf_file)
+        self._loaded = None
         try:
             self.nginx.reload()
         except Exception:
@@ -113,10 +123,18 @@ server {{
                 self.conf_file.unlink(missing_ok=True)
             else:
                 self.conf_file.write_text(old)
+            # The failure may come after nginx took the new file (e.g. no new worker in time):
+            # reload the restored one too. If that fails as well, _loaded stays unknown and the
+            # next apply reloads whatever it writes.
+            with contextlib.suppress(Exception):
+                self.nginx.reload()
+                self._loaded = old
             raise
+        self._loaded = text
 
     def remove(self) -> None:
         """Take the pattern out of nginx (its port stops answering)."""
+        self._loaded = None
         if self.conf_file.exists():
             self.conf_file.unlink()
             if self.nginx.running():

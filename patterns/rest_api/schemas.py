@@ -13,8 +13,9 @@ The scheduled departure can be given three ways, in order of preference:
 * ``sched_ts``: UTC epoch seconds; the local fields are derived from it;
 * ``year``, ``month``, ``day``, ``hour``, ``minute`` (New York local); ``sched_ts`` is derived.
 
-Fields given in more than one form must agree. Unknown carrier and airport codes are accepted and
-encoded -1 by the feature set (the model has seen no such code: it treats them like a rare one).
+Fields given in more than one form must agree; a local time the spring clock change skipped is
+refused. Unknown carrier and airport codes (ASCII letters and digits) are accepted and encoded -1 by
+the feature set (the model has seen no such code: it treats them like a rare one).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ LOCAL_ZONE = ZoneInfo("America/New_York")
 MAX_BATCH = 1000
 _TIME_FIELDS = ("year", "month", "day", "hour", "minute")
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 _MAX_CODE = 16
 
 
@@ -125,6 +127,10 @@ def _check_code(value: Any, where: str) -> str:
         raise InputError(where, f"expected a string, got {_json_type(value)}")
     if not value or len(value) > _MAX_CODE:
         raise InputError(where, f"must be 1 to {_MAX_CODE} characters")
+    # Codes become parts of feature-store keys ("departures:origin=EWR"): a ":" or "=" could name
+    # another key (EWR's own ":cum" set) and break the whole micro-batch's store read.
+    if not (value.isascii() and value.isalnum()):
+        raise InputError(where, f"must be ASCII letters and digits only, got {value!r}")
     return value
 
 
@@ -208,7 +214,16 @@ def decode_flight(obj: Any, where: str = "") -> dict[str, Any]:
             local = dt.datetime(y, mo, d, h, mi, tzinfo=LOCAL_ZONE)
         except ValueError as exc:
             raise InputError(where + "day", str(exc)) from None
-        derived = {n: int(given[n]) for n in _TIME_FIELDS} | {"sched_ts": _epoch(local, where + "year")}
+        sched_ts = _epoch(local, where + "year")
+        derived = local_fields(sched_ts) | {"sched_ts": sched_ts}
+        # A time in the spring-forward gap gets an instant an hour later (02:30 -> 03:30 EDT): the
+        # model would see an hour the caller did not send. (The autumn fold keeps the first instant.)
+        if derived["hour"] != h or derived["minute"] != mi:
+            raise InputError(
+                where + "hour",
+                f"{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi:02d} does not exist in {LOCAL_ZONE.key} "
+                "(clocks moved forward)",
+            )
     for name, value in given.items():
         if derived[name] != value:
             raise InputError(
@@ -221,7 +236,12 @@ def decode_flight(obj: Any, where: str = "") -> dict[str, Any]:
 
 def explain_flag(query: str | None, payload: Any) -> bool:
     """``?explain=true`` or a top-level ``"explain": true`` in the body."""
-    flag = query is not None and query.lower() in _TRUE
+    flag = False
+    if query is not None:
+        lowered = query.lower()
+        if lowered not in _TRUE and lowered not in _FALSE:
+            raise InputError("explain", f"expected true or false, got {query[:40]!r}")
+        flag = lowered in _TRUE
     if isinstance(payload, dict) and "explain" in payload:
         value = payload["explain"]
         if not isinstance(value, bool):
@@ -254,6 +274,9 @@ def decode_predict_body(
     for i, item in enumerate(items):
         where = f"flights[{i}]."
         flights.append(decode(item, where))
+        # One flag answers the whole batch: a per-item one would be silently ignored.
+        if isinstance(item, dict) and "explain" in item:
+            raise InputError(where + "explain", "explain is a top-level field (or ?explain=true)")
         ids.append(_request_id(item, where))
     return flights, ids, True
 
@@ -277,12 +300,17 @@ def _doc_field(spec: FlightField) -> tuple[Any, Any]:
     )
 
 
+BatchFlight: type[BaseModel] = create_model(
+    "BatchFlight",
+    __doc__="One flight of a batch (explain is the batch's, top-level or ?explain=true).",
+    **{spec.name: _doc_field(spec) for spec in FIELDS},  # type: ignore[call-overload]
+    request_id=(str | None, Field(None, description="Echoed back; generated when absent.")),
+)
 FlightRequest: type[BaseModel] = create_model(
     "FlightRequest",
     __doc__="One flight to score. Give the scheduled departure as scheduled_departure, sched_ts "
     "or the five local fields.",
-    **{spec.name: _doc_field(spec) for spec in FIELDS},  # type: ignore[call-overload]
-    request_id=(str | None, Field(None, description="Echoed back; generated when absent.")),
+    __base__=BatchFlight,
     explain=(bool, Field(False, description="Also return the feature values used.")),
 )
 
@@ -305,8 +333,8 @@ class BatchResponse(BaseModel):
     predictions: list[PredictResponse]
 
 
-def _predict_body_doc(schema: dict[str, Any]) -> dict[str, Any]:
-    batch = {"type": "array", "items": schema, "minItems": 1, "maxItems": MAX_BATCH}
+def _predict_body_doc(schema: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    batch = {"type": "array", "items": item, "minItems": 1, "maxItems": MAX_BATCH}
     return {
         "requestBody": {
             "required": True,
@@ -330,4 +358,4 @@ def _predict_body_doc(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 #: The OpenAPI request body of ``/predict``: one flight, ``{"flights": [...]}`` or an array.
-PREDICT_BODY_DOC = _predict_body_doc(FlightRequest.model_json_schema())
+PREDICT_BODY_DOC = _predict_body_doc(FlightRequest.model_json_schema(), BatchFlight.model_json_schema())

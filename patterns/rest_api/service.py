@@ -13,6 +13,7 @@ file I/O of logging stay off the request path.
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
 import random
@@ -44,6 +45,7 @@ __all__ = ["MODEL_NAME", "FlightDelayService", "Prediction", "StoreUnavailable",
 
 #: The model's name in the Open Inference Protocol and in logs.
 MODEL_NAME = "flight_delay"
+_log = logging.getLogger(__name__)
 #: What a store read raises when the server is down or slow (redis-py wraps socket errors).
 _STORE_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, redis.RedisError)
 
@@ -103,7 +105,11 @@ def _feature_errors() -> Iterator[None]:
 
 
 class _LogWriter:
-    """Hands rows to ``PredictionLog.write_many`` from a daemon thread, in batches."""
+    """Hands rows to ``PredictionLog.write_many`` from a daemon thread, in batches.
+
+    A failed write (disk full, ...) is logged and its rows are dropped and counted in
+    ``dropped_rows``; the thread keeps going, so serving and ``flush`` never hang on the log.
+    """
 
     def __init__(self, log: PredictionLog) -> None:
         self._log = log
@@ -111,6 +117,7 @@ class _LogWriter:
         self._done = threading.Condition()
         self._queued = 0
         self._written = 0
+        self.dropped_rows = 0
         self._thread = threading.Thread(target=self._run, name="predlog", daemon=True)
         self._thread.start()
 
@@ -132,30 +139,39 @@ class _LogWriter:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+            dropped = 0
             for version, rows in pending.items():
-                self._log.write_many(
-                    [
-                        (
-                            p.request_id,
-                            p.request,
-                            dict(zip(names, p.features.tolist(), strict=True)),
-                            p.probability,
-                        )
-                        for p in rows
-                    ],
-                    model_version=version,
-                )
+                try:
+                    self._log.write_many(
+                        [
+                            (
+                                p.request_id,
+                                p.request,
+                                dict(zip(names, p.features.tolist(), strict=True)),
+                                p.probability,
+                            )
+                            for p in rows
+                        ],
+                        model_version=version,
+                    )
+                except Exception:
+                    # Dying here would leave every later row queued in memory and flush waiting.
+                    _log.exception("prediction log: %d rows of %s not written", len(rows), version)
+                    dropped += len(rows)
             with self._done:
+                self.dropped_rows += dropped
                 self._written += taken
                 self._done.notify_all()
             if item is None:
                 return
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued so far is on disk."""
+        """Wait until everything queued so far is handled; False if that timed out or if any row
+        was ever dropped (the log then misses some served predictions: see the server log)."""
         with self._done:
             target = self._queued
-            return self._done.wait_for(lambda: self._written >= target, timeout)
+            handled = self._done.wait_for(lambda: self._written >= target, timeout)
+            return handled and self.dropped_rows == 0
 
     def close(self) -> None:
         self._queue.put(None)
@@ -301,6 +317,7 @@ class FlightDelayService:
         }
 
     def flush_log(self, timeout: float = 10.0) -> bool:
+        """Wait for the prediction log; False on a timeout or if a write ever failed (rows dropped)."""
         return self._log.flush(timeout) if self._log is not None else True
 
     def close(self) -> None:

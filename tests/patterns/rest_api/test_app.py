@@ -175,6 +175,12 @@ BAD_FLIGHTS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("flights not an array", lambda f: {"flights": f}, "flights"),
     ("bad second flight", lambda f: {"flights": [f, f | {"distance": None}]}, "flights[1].distance"),
     ("explain not a boolean", lambda f: f | {"explain": "yes"}, "explain"),
+    # One explain flag answers a whole batch: per flight it would be silently ignored.
+    ("explain in an array's flight", lambda f: [f, f | {"explain": True}], "flights[1].explain"),
+    ("explain in a batch's flight", lambda f: {"flights": [f | {"explain": "x"}]}, "flights[0].explain"),
+    ("origin naming a store key", lambda f: f | {"origin": "EWR:cum"}, "origin"),
+    ("carrier with a space", lambda f: f | {"carrier": "U A"}, "carrier"),
+    ("dest with an equals sign", lambda f: f | {"dest": "IAH=x"}, "dest"),
     ("request_id not a string", lambda f: f | {"request_id": 5}, "request_id"),
 ]
 
@@ -194,6 +200,20 @@ def test_bad_input_is_a_4xx_naming_the_field(
     body = r.json()
     assert body["field"] == field, body
     assert field.split(".")[-1].split("[")[0] in body["error"], body
+
+
+def test_explain_is_a_boolean_of_the_query_or_the_batch(rest_app: RestApp, rest_requests: list[dict]) -> None:
+    flight, url = _flight(rest_requests), rest_app.url + "/predict"
+    for value in ("maybe", "", "2"):
+        r = httpx.post(url, json=flight, params={"explain": value})
+        assert r.status_code == 422 and r.json()["field"] == "explain", (value, r.text)
+    for value, explained in (("false", False), ("0", False), ("off", False), ("TRUE", True), ("1", True)):
+        r = httpx.post(url, json=flight, params={"explain": value})
+        assert r.status_code == 200 and ("features" in r.json()) == explained, (value, r.text)
+    r = httpx.post(url, json={"flights": [flight, flight], "explain": True})
+    assert r.status_code == 200 and all("features" in p for p in r.json()["predictions"]), r.text
+    r = httpx.post(url, json=[flight], params={"explain": "true"})
+    assert r.status_code == 200 and "features" in r.json()["predictions"][0], r.text
 
 
 @pytest.mark.parametrize("body", [b"not json", b"{", b"", b"\xff\xfe"])
@@ -318,7 +338,13 @@ def test_noop_baseline_and_api_docs(rest_app: RestApp) -> None:
     assert httpx.post(rest_app.url + "/noop", content=b"{}").json() == {"ok": True}
     spec = httpx.get(rest_app.url + "/openapi.json").json()
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert {"carrier", "distance", "scheduled_departure"} <= set(body["oneOf"][0]["properties"])
+    one, batch, array = body["oneOf"]
+    assert {"carrier", "distance", "scheduled_departure", "explain"} <= set(one["properties"])
+    # explain is the batch's (top level or the query), never a batch item's.
+    assert "explain" in batch["properties"] and "explain" not in batch["properties"]["flights"]["items"]
+    assert "explain" not in array["items"]["properties"] and "distance" in array["items"]["properties"]
+    operations = [op["operationId"] for methods in spec["paths"].values() for op in methods.values()]
+    assert len(operations) == len(set(operations)) and {"get", "post"} <= set(spec["paths"]["/noop"])
     assert {"/v2/models/{name}/infer", "/metrics", "/admin/info"} <= set(spec["paths"])
     docs = httpx.get(rest_app.url + "/docs")
     assert docs.status_code == 200 and re.search(r"swagger", docs.text, re.I)

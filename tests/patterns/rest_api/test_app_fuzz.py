@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patterns.rest_api.app import create_app
-from patterns.rest_api.service import FlightDelayService
+from patterns.rest_api.schemas import FIELDS as SPECS
+from patterns.rest_api.service import FlightDelayService, build_store
 from shared.features import EmbeddedStore
 from shared.predictor import Predictor
 from shared.registry import ModelVersion
@@ -42,6 +45,21 @@ def client(rest_model: ModelVersion) -> Iterator[TestClient]:
     with TestClient(create_app(service), raise_server_exceptions=False) as c:
         yield c
     service.close()
+
+
+#: The V2 datatype of each field (``flight`` is INT64 only: an FP64 flight is refused).
+V2_TYPES = {f.name: f.v2_datatype for f in SPECS}
+
+
+def _v2_inputs(flight: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": k, "datatype": V2_TYPES[k], "shape": [1], "data": [v]} for k, v in flight.items()]
+
+
+def test_the_unfuzzed_bases_are_valid(client: TestClient) -> None:
+    """Otherwise the fuzz tests below would only ever exercise the refusals."""
+    assert client.post("/predict", json=VALID).status_code == 200
+    r = client.post("/v2/models/flight_delay/infer", json={"inputs": _v2_inputs(VALID)})
+    assert r.status_code == 200, r.text
 
 
 def _check(response: Any) -> dict[str, Any]:
@@ -78,11 +96,7 @@ def test_predict_never_fails_with_5xx(client: TestClient, changes: dict[str, Any
 def test_v2_infer_never_fails_with_5xx(
     client: TestClient, name: str, datatype: Any, shape: Any, data: Any, extra: dict[str, Any]
 ) -> None:
-    inputs = [
-        {"name": k, "datatype": "BYTES" if isinstance(v, str) else "FP64", "shape": [1], "data": [v]}
-        for k, v in VALID.items()
-        if k != name
-    ]
+    inputs = _v2_inputs({k: v for k, v in VALID.items() if k != name})
     inputs.append({"name": name, "datatype": datatype, "shape": shape, "data": data})
     _check(client.post("/v2/models/flight_delay/infer", content=json.dumps({"inputs": inputs} | extra)))
 
@@ -128,3 +142,116 @@ def test_a_bug_in_a_hook_is_a_json_500_counted_for_the_bake_window(rest_model: M
         assert r.status_code == 500 and r.json() == {"error": "internal error: RuntimeError"}
         assert 'status="500"' in c.get("/metrics").text
     assert app.state.metrics.window.snapshot()["errors"] == 1
+
+
+def test_a_non_finite_score_is_a_counted_500_on_both_endpoints(rest_model: ModelVersion) -> None:
+    class NaNModel(FlightDelayService):
+        def predict(self, features: Any) -> Any:
+            return np.full(len(features), np.nan)
+
+    service = NaNModel(Predictor(rest_model), EmbeddedStore())
+    app = create_app(service)
+    error = {"error": "internal error: model returned a non-finite probability"}
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.post("/predict", json=VALID)
+        assert r.status_code == 500 and r.json() == error
+        r = c.post("/v2/models/flight_delay/infer", json={"inputs": _v2_inputs(VALID)})
+        assert r.status_code == 500 and r.json() == error
+        text = c.get("/metrics").text
+    for endpoint in ("predict", "v2_infer"):
+        assert (
+            f'mlpatterns_rest_errors_total{{endpoint="{endpoint}",model_version="v1",status="500"}} 1.0'
+            in text
+        )
+    assert app.state.metrics.window.snapshot()["errors"] == 2
+    service.close()
+
+
+BAD_CODES = ["EWR:cum", "EWR=", "E W R", "EWR\n", "ÉWR", "UA-1"]
+
+
+@pytest.mark.parametrize("code", BAD_CODES)
+@pytest.mark.parametrize("field", ["carrier", "origin", "dest"])
+def test_codes_other_than_ascii_letters_and_digits_are_422(client: TestClient, field: str, code: str) -> None:
+    r = client.post("/predict", json=VALID | {field: code})
+    assert r.status_code == 422 and r.json()["field"] == field, r.text
+    assert "letters and digits" in r.json()["error"]
+
+
+async def _asgi_post(app: Any, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST /predict straight into the ASGI app: no client in between, so requests started
+    together reach the micro-batcher in the same turn of the loop (httpx's transport yields)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("app", 80),
+    }
+    messages = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+def test_a_code_naming_another_store_key_cannot_break_the_micro_batch(
+    rest_model: ModelVersion, rest_store: Any, rest_requests: list[dict[str, Any]]
+) -> None:
+    """'EWR:cum' would read EWR's own cumulative set in Redis, unparsable for every row of the
+    batch; refused at decoding, it never joins the batch of the good request sent with it."""
+    plug_arrived, release_plug = asyncio.Event(), asyncio.Event()
+
+    class Plugged(FlightDelayService):
+        async def features_async(self, requests: Any) -> Any:
+            # A batch holding the plug keeps one of the two batch slots busy, so requests sent
+            # together then go as one batch in the other (with both free, they would be split).
+            if any(r["flight"] == 99999 for r in requests):
+                plug_arrived.set()
+                await release_plug.wait()
+            return await super().features_async(requests)
+
+    service = Plugged(Predictor(rest_model), build_store("redis", rest_store.url, rest_store.prefix))
+    app = create_app(service)
+    good = rest_requests[0]
+    bad = good | {"origin": "EWR:cum", "request_id": "bad"}
+
+    async def run() -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
+        plug = asyncio.ensure_future(_asgi_post(app, good | {"flight": 99999}))
+        await plug_arrived.wait()
+        control = await asyncio.gather(_asgi_post(app, good), _asgi_post(app, good))
+        answers = await asyncio.gather(_asgi_post(app, bad), _asgi_post(app, good))
+        release_plug.set()
+        assert (await plug)[0] == 200
+        return list(control), list(answers)
+
+    def batches() -> dict[str, float]:
+        return {
+            s.name.rsplit("_", 1)[1]: s.value
+            for m in app.state.metrics.registry.collect()
+            if m.name == "mlpatterns_rest_batch_rows"
+            for s in m.samples
+            if s.name.endswith(("_count", "_sum"))
+        }
+
+    control, answers = asyncio.run(run())
+    assert [status for status, _ in control] == [200, 200]
+    assert answers[0][0] == 422 and answers[0][1]["field"] == "origin", answers[0]
+    assert answers[1][0] == 200 and 0.0 <= answers[1][1]["probability"] <= 1.0, answers[1]
+    # The harness does score requests sent together as one batch (the two good ones: 2 rows), so
+    # without the check the bad one would have shared the good one's store read.
+    assert batches() == {"count": 3, "sum": 4}  # the plug, the two good ones, the good one alone
+    service.close()

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from shared.example.data import load_flights
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import EmbeddedStore, OfflineExecutor, OnlineExecutor, StreamingExecutor
 from shared.predictor import Predictor
+from shared.predlog import PredictionLog, iter_records
 from shared.registry import ModelVersion
 
 CUTOFF = "2013-03-10T10:00"  # the morning clocks went forward in New York
@@ -125,6 +126,51 @@ def test_decoder_derives_the_same_times_as_the_dataset() -> None:
         assert set(from_local) == set(FLIGHT_FEATURES.request_fields)
 
 
+def _local_flight(hour: int, minute: int, month: int, day: int) -> dict[str, Any]:
+    base = {"carrier": "UA", "flight": 1, "origin": "EWR", "dest": "IAH", "distance": 1400.0}
+    return base | {"year": 2013, "month": month, "day": day, "hour": hour, "minute": minute}
+
+
+def test_a_local_time_the_clocks_skipped_is_refused() -> None:
+    """2013-03-10 02:30 never happened in New York; it used to score as 03:30 EDT with hour=2."""
+    with pytest.raises(InputError) as caught:
+        decode_flight(_local_flight(2, 30, 3, 10), "flights[1].")
+    assert caught.value.field == "flights[1].hour"
+    assert "does not exist in America/New_York (clocks moved forward)" in caught.value.message
+    after = decode_flight(_local_flight(3, 30, 3, 10))
+    assert after["sched_ts"] == calendar.timegm((2013, 3, 10, 7, 30, 0)) and after["hour"] == 3
+    # The autumn fold stays accepted: 01:30 on 3 November is its first instant (EDT).
+    fold = decode_flight(_local_flight(1, 30, 11, 3))
+    assert fold["sched_ts"] == calendar.timegm((2013, 11, 3, 5, 30, 0)) and fold["hour"] == 1
+
+
+def test_a_failed_prediction_log_write_drops_its_rows_and_keeps_logging(
+    rest_model: ModelVersion, rest_requests: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    class DiskFullOnce(PredictionLog):
+        calls = 0
+
+        def write_many(self, rows: Sequence[Any], *, model_version: str) -> None:
+            DiskFullOnce.calls += 1
+            if DiskFullOnce.calls == 1:
+                raise OSError(28, "No space left on device")
+            super().write_many(rows, model_version=model_version)
+
+    service = FlightDelayService(
+        Predictor(rest_model), EmbeddedStore(), log=DiskFullOnce("rest_api", tmp_path)
+    )
+    first, second = (decode_flight(r) for r in rest_requests[:2])
+    service.score([first], ["lost"])
+    start = time.monotonic()
+    assert service.flush_log(timeout=5) is False  # handled at once, but a row is missing
+    assert time.monotonic() - start < 2
+    service.score([second], ["kept"])
+    assert service.flush_log(timeout=5) is False  # still: the log misses "lost" for good
+    assert time.monotonic() - start < 4
+    service.close()
+    assert [r["request_id"] for r in iter_records("rest_api", root=tmp_path)] == ["kept"]
+
+
 def test_decoder_names_the_field_in_a_batch() -> None:
     with pytest.raises(InputError) as caught:
         decode_flight({"carrier": "UA"}, "flights[3].")
@@ -165,5 +211,11 @@ def test_cli_help_explains_the_commands() -> None:
     serve_help = runner.invoke(main, ["rest", "serve", "--help"]).output
     for flag in ("--version", "--port", "--store", "--slot", "--admin-token", "MLPATTERNS_MODEL_VERSION"):
         assert flag in serve_help
-    bad = runner.invoke(main, ["rest", "load-features", "--until", "someday"])
-    assert bad.exit_code != 0 and "until" in bad.output
+    # Each bad date names its own option.
+    for args, option in (
+        (["rest", "load-features", "--until", "someday"], "--until"),
+        (["rest", "load-features", "--until", "2013-06-01", "--since", "someday"], "--since"),
+        (["rest", "serve", "--store", "embedded", "--preload-until", "tomorrow"], "--preload-until"),
+    ):
+        bad = runner.invoke(main, args)
+        assert bad.exit_code == 2 and f"Invalid value for {option}:" in bad.output, bad.output

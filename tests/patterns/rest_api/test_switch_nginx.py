@@ -75,3 +75,48 @@ def test_an_invalid_config_is_refused_and_the_previous_one_keeps_serving(
         assert httpx.post(front.url + "/predict", content=b"{}", timeout=5).text == "blue"
     finally:
         blue.shutdown()
+
+
+def _reload_fails_after_loading(
+    front: RestFront, monkeypatch: pytest.MonkeyPatch, recovery_fails: bool
+) -> None:
+    """The next reload loads the new file and then fails (as when no new worker shows up in time);
+    the one after it, the restoring reload, fails without doing anything if ``recovery_fails``."""
+    real = front.nginx.reload
+    calls = 0
+
+    def reload(timeout: float = 10.0) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            real(timeout)
+            raise ServiceError("nginx reload sent but no new worker after 10s (simulated)")
+        if calls == 2 and recovery_fails:
+            raise ServiceError("nginx reload failed (simulated)")
+        real(timeout)
+
+    monkeypatch.setattr(front.nginx, "reload", reload)
+
+
+@pytest.mark.parametrize(
+    "recovery_fails", [False, True], ids=["restored-and-reloaded", "restore-reload-fails"]
+)
+def test_a_reload_that_fails_after_loading_does_not_leave_nginx_on_the_new_colour(
+    front: RestFront, monkeypatch: pytest.MonkeyPatch, recovery_fails: bool
+) -> None:
+    blue, green = _backend("blue"), _backend("green")
+    try:
+        bp, gp = blue.server_address[1], green.server_address[1]
+        front.apply({bp: 1.0})
+        _reload_fails_after_loading(front, monkeypatch, recovery_fails)
+        with pytest.raises(ServiceError, match="simulated"):
+            front.apply({gp: 1.0})
+        assert front.conf_file.read_text() == front.render({bp: 1.0})
+        answer = httpx.post(front.url + "/predict", content=b"{}", timeout=5).text
+        assert answer == ("green" if recovery_fails else "blue")  # the restored file was reloaded
+        # Putting blue back must reach nginx even though the file already says blue.
+        front.apply({bp: 1.0})
+        assert httpx.post(front.url + "/predict", content=b"{}", timeout=5).text == "blue"
+    finally:
+        blue.shutdown()
+        green.shutdown()

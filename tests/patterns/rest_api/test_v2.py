@@ -285,7 +285,16 @@ def test_protocol_errors(rest_app: RestApp, path: str, content: bytes, status: i
     assert r.status_code == status and isinstance(r.json()["error"], str), r.text
 
 
+def _metric(app: RestApp, name: str) -> float:
+    line = f'{name}{{endpoint="v2_infer",model_version="v1"}} '
+    text = httpx.get(app.url + "/metrics").text
+    return next((float(x.removeprefix(line)) for x in text.splitlines() if x.startswith(line)), 0.0)
+
+
 def test_v2_infer_counts_in_metrics(rest_app: RestApp, rest_requests: list[dict[str, Any]]) -> None:
-    httpx.post(f"{rest_app.url}/v2/models/{MODEL}/infer", json=_body(rest_requests[:2]))
-    text = httpx.get(rest_app.url + "/metrics").text
-    assert 'mlpatterns_rest_requests_total{endpoint="v2_infer",model_version="v1"}' in text
+    names = ("mlpatterns_rest_requests_total", "mlpatterns_rest_predictions_total")
+    before = [_metric(rest_app, n) for n in names]
+    r = httpx.post(f"{rest_app.url}/v2/models/{MODEL}/infer", json=_body(rest_requests[:3]))
+    assert r.status_code == 200, r.text
+    after = [_metric(rest_app, n) for n in names]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 3]  # one request, three rows
