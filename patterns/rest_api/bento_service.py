@@ -3,7 +3,7 @@
 It drives the very same ``FlightDelayService`` as the FastAPI app (decode -> online features ->
 onnxruntime -> encode, plus the prediction log), so both answer a request with the same
 probability; only the HTTP layer differs. BentoML validates the body with the pydantic
-``FlightRequest`` (its way); errors map to 400 (bad field) and 503 (feature store down).
+``FlightRequest`` in strict mode (its way); errors map to 400 (bad field) and 503 (feature store down).
 
     MLPATTERNS_MODEL_VERSION=v1 bentoml serve patterns.rest_api.bento_service:FlightDelay \\
         --host 127.0.0.1 --port 3000
@@ -24,11 +24,18 @@ from typing import Any
 
 import bentoml
 from bentoml.exceptions import InvalidArgument, ServiceUnavailable
+from pydantic import BaseModel, create_model
 
 from patterns.rest_api.schemas import FlightRequest, InputError
 from patterns.rest_api.service import FlightDelayService, StoreUnavailable
 
 __all__ = ["FlightDelay"]
+
+# BentoML validates with the model before our decoder runs; pydantic's default (lax) mode would turn
+# "1400" into 1400 and true into 1, which the FastAPI app refuses. Strict, both refuse the same.
+StrictFlightRequest: type[BaseModel] = create_model("FlightRequest", __base__=FlightRequest)
+StrictFlightRequest.model_config["strict"] = True
+StrictFlightRequest.model_rebuild(force=True)
 
 
 @bentoml.service(
@@ -49,7 +56,7 @@ class FlightDelay:
             log=os.environ.get("MLPATTERNS_PREDICTION_LOG", "1") != "0",
         )
 
-    @bentoml.api(route="/predict", input_spec=FlightRequest)
+    @bentoml.api(route="/predict", input_spec=StrictFlightRequest)
     def predict(self, **fields: Any) -> dict[str, Any]:
         """Delay probability of one flight (same body and answer as the FastAPI app's /predict)."""
         explain = bool(fields.pop("explain", False))

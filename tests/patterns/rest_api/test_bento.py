@@ -117,3 +117,16 @@ def test_bentofile_names_this_service_and_pinned_packages() -> None:
     for pin in config.python.packages:
         name, version = pin.split("==")
         assert lock.get(name) == version, pin
+
+
+@pytest.mark.parametrize(
+    "bad", [{"distance": "1400"}, {"flight": "1545"}, {"flight": True}, {"sched_ts": "1357133400"}]
+)
+def test_bento_refuses_what_the_fastapi_app_refuses(
+    bento: str, rest_app: Any, rest_requests: list[dict[str, Any]], bad: dict[str, Any]
+) -> None:
+    body = rest_requests[0] | bad
+    ours = httpx.post(rest_app.url + "/predict", json=body, timeout=10)
+    theirs = httpx.post(bento + "/predict", json=body, timeout=10)
+    assert ours.status_code == 422 and theirs.status_code == 400, theirs.text
+    assert next(iter(bad)) in theirs.text
