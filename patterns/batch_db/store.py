@@ -31,11 +31,13 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "FLIGHT_ID_PATTERN",
     "HISTORY_DEPTH",
     "Pointer",
     "Prediction",
     "PredictionTableStore",
     "RunRecord",
+    "date_of",
     "open_store",
     "row_key",
     "salt",
@@ -44,6 +46,11 @@ __all__ = [
 #: How many previously live tables each date's pointer remembers for rollback.
 HISTORY_DEPTH = 10
 SALT_BUCKETS = 16
+
+
+#: ``YYYYMMDD-<carrier><flight>-<origin>-<HHMM>`` (``shared.example.data.flight_id``): the date
+#: prefix is what the salted keys, the per-date scans and the reader's pointer lookup rely on.
+FLIGHT_ID_PATTERN = r"\d{8}-[A-Z0-9]+-[A-Z]{3}-\d{4}"
 
 
 def salt(flight_id: str) -> str:
@@ -231,16 +238,24 @@ class PredictionTableStore(ABC):
         return new
 
     def rollback(self, dates: Sequence[str]) -> dict[str, Pointer]:
-        """Point each date back at the table that was live before (atomically, for all dates)."""
+        """Point each date back at the table that was live before (atomically, for all dates).
+
+        Raises ``LookupError`` (and moves no pointer) when a date has no previous table or when
+        retention dropped it: skipping to an older table would serve a version nobody asked for.
+        """
         current = self.pointers(dates)
         existing = set(self.tables())
         new: dict[str, Pointer] = {}
         for date in dates:
             old = current.get(date)
-            history = [t for t in (old.history if old else []) if t in existing]
-            if old is None or not history:
+            if old is None or not old.history:
                 raise LookupError(f"{date}: no previous table to roll back to")
-            new[date] = Pointer(date, history[0], history[1:], time.time())
+            previous = old.history[0]
+            if previous not in existing:
+                raise LookupError(
+                    f"{date}: previous table {previous} was dropped by retention: nothing to roll back to"
+                )
+            new[date] = Pointer(date, previous, old.history[1:], time.time())
         self._write_pointers({d: p.to_json() for d, p in new.items()})
         return new
 

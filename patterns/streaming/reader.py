@@ -23,7 +23,7 @@ from typing import Any
 
 from patterns.streaming.messages import Topics, ensure_topics, producer
 
-__all__ = ["Control", "PredictionReader", "Route", "Served"]
+__all__ = ["Control", "ControlFollower", "PredictionReader", "Route", "Served"]
 
 _LIVE = b"live"
 

@@ -130,6 +130,7 @@ class StreamSwitch(Switch):
         self.control = Control(bootstrap, topics)
         self.versions: dict[Slot, str] = {}
         self._window: dict[str, dict[int, int]] = {}
+        self._dlq_window: dict[int, int] = {}
         self._shadow: tuple[Slot, Slot, dict[int, int]] | None = None
 
     def stage(self, slot: Slot, version: str) -> None:
@@ -158,15 +159,27 @@ class StreamSwitch(Switch):
         version = self.versions[live[0]] if live else None
         self.control.publish(version, live[0].value if live else None)
         self._window = {v: self._ends(self.topics.predictions(v)) for v in self.versions.values()}
+        self._dlq_window = self._ends(self.topics.dead_letters)
 
     def observe(self, slot: Slot) -> BakeMetrics:
+        """The slot's predictions since the last ``route``, and its dead letters as failed requests.
+
+        A worker that cannot score a message dead-letters it instead of producing a prediction, so
+        counting predictions alone would show a candidate that fails most requests at 0 % errors.
+        """
         version = self.versions.get(slot)
         if version is None:
             return BakeMetrics()
         values = self._read(self.topics.predictions(version), self._window.get(version, {}))
         probs = np.array([v["probability"] for v in values], dtype=np.float64)
         lat = [v["produced_ms"] - v["sent_ms"] for v in values if v.get("sent_ms") is not None]
-        return BakeMetrics(len(values), int(np.sum(~np.isfinite(probs))), p99(lat), probs[np.isfinite(probs)])
+        # The dead-letter topic is shared by every version: its ``worker`` header says whose it is.
+        dead = sum(
+            dict(m.headers or ()).get("worker") == version.encode()
+            for m in self._records(self.topics.dead_letters, self._dlq_window)
+        )
+        errors = int(np.sum(~np.isfinite(probs))) + dead
+        return BakeMetrics(len(values) + dead, errors, p99(lat), probs[np.isfinite(probs)])
 
     def shadow(self, slot: Slot | None) -> None:
         # A staged group already scores every event (it started at the first retained one), so the
@@ -250,6 +263,10 @@ class StreamSwitch(Switch):
             consumer.close()
 
     def _read(self, topic: str, since: Mapping[int, int]) -> list[dict[str, Any]]:
+        """Every JSON value of ``topic`` from ``since`` (partition -> offset; default 0) to its end now."""
+        return [json.loads(m.value) for m in self._records(topic, since)]
+
+    def _records(self, topic: str, since: Mapping[int, int]) -> list[Any]:
         """Every message of ``topic`` from ``since`` (partition -> offset; default 0) to its end now."""
         from kafka import KafkaConsumer, TopicPartition
 
@@ -264,10 +281,10 @@ class StreamSwitch(Switch):
             consumer.assign(tps)
             for tp in tps:
                 consumer.seek(tp, since.get(tp.partition, 0))
-            out: list[dict[str, Any]] = []
+            out: list[Any] = []
             while any(consumer.position(tp) < ends[tp] for tp in tps):
                 for msgs in consumer.poll(timeout_ms=500).values():
-                    out.extend(json.loads(m.value) for m in msgs)
+                    out.extend(msgs)
             return out
         finally:
             consumer.close()

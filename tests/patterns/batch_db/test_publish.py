@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from patterns.batch_db import (
     BatchScorer,
@@ -15,6 +16,7 @@ from patterns.batch_db import (
     retain,
     row_key,
 )
+from patterns.batch_db.cli import batch
 from patterns.batch_db.store import date_of, salt
 from shared.example.data import departures, load_flights, load_weather
 from shared.example.flights import FLIGHT_FEATURES, REQUEST_FIELDS
@@ -173,6 +175,48 @@ def test_quarantine_bad_rows(store: PredictionTableStore, predictors: dict[str, 
     assert reader.get(flights["flight_id"][4]) is not None
 
 
+def test_quarantine_bad_flight_ids_and_duplicates(
+    store: PredictionTableStore, predictors: dict[str, Predictor]
+) -> None:
+    flights = _day_flights()
+    ids = flights["flight_id"]
+    bad = flights.astype({"flight_id": object})
+    bad.loc[2, "flight_id"] = None
+    bad.loc[3, "flight_id"] = "not-a-flight"
+    bad.loc[4, "flight_id"] = "20130302" + ids[4][8:]  # well formed, but its date is not the row's
+    # Row 5 delivered twice, row 6 twice with a different distance: the first copy is the one scored.
+    copies = pd.concat([bad.iloc[[5]], bad.iloc[[6]].assign(distance=9999.0), bad.iloc[[6]]])
+    bad = pd.concat([bad, copies], ignore_index=True)
+    run = _scorer(store, predictors["v1"], flights=bad).score([DAY])
+    assert run.inputs == len(flights) + 3
+    assert run.rows == len(flights) - 3 and run.quarantined == 6
+    assert run.reasons == {
+        "missing flight_id": 1,
+        "malformed flight_id": 1,
+        "flight_id date is not year/month/day": 1,
+        "duplicate flight_id": 3,
+    }
+    stored = store.quarantined(run.run_id)
+    assert len(stored) == 6  # every raw row kept, even those sharing a flight id
+    n, distance = len(flights), flights["distance"]
+    assert {(fid, reason, req["distance"]) for fid, reason, req in stored} == {
+        ("", "missing flight_id", distance[2]),
+        ("not-a-flight", "malformed flight_id", distance[3]),
+        ("20130302" + ids[4][8:], "flight_id date is not year/month/day", distance[4]),
+        (ids[5], "duplicate flight_id", distance[5]),
+        (f"{ids[6]}#{n + 1}", "duplicate flight_id", 9999.0),  # input row n + 1
+        (f"{ids[6]}#{n + 2}", "duplicate flight_id", distance[6]),
+    }
+    result = publish_run(store, run)
+    assert result.ok, result.reason
+    reader = PredictionReader(store)
+    assert reader.get(ids[3]) is None and reader.get(ids[4]) is None
+    clean = _scorer(store, predictors["v1"]).score([DAY])  # the same day without the bad rows
+    for i in (5, 6, 7):
+        got, want = reader.get(ids[i]), store.get_prediction(clean.table, ids[i])
+        assert got is not None and want is not None and got.score == want.score
+
+
 def test_retention_keeps_newest_and_live(
     store: PredictionTableStore, predictors: dict[str, Predictor]
 ) -> None:
@@ -192,6 +236,32 @@ def test_retention_keeps_newest_and_live(
     assert store.load_run(extra.run_id).status == "published"  # type: ignore[union-attr]
     with pytest.raises(LookupError):  # the previous table of 03-01 is gone
         store.rollback(["2013-03-01"])
+
+
+def test_rollback_refuses_when_previous_table_was_dropped(
+    store: PredictionTableStore, store_options: dict[str, object], predictors: dict[str, Predictor]
+) -> None:
+    # v1 (two days) -> v2 -> v1 again on DAY; the first table stays live for 03-02, so retention
+    # drops only the middle one, which is exactly the table a rollback of DAY must go back to.
+    first = _scorer(store, predictors["v1"]).score([DAY, "2013-03-02"])
+    assert publish_run(store, first).ok
+    middle = _scorer(store, predictors["v2"]).score([DAY])
+    assert publish_run(store, middle, force=True).ok
+    last = _scorer(store, predictors["v1"]).score([DAY])
+    assert publish_run(store, last, force=True).ok
+    assert store.pointer(DAY).history == [middle.table, first.table]  # type: ignore[union-attr]
+    assert retain(store, keep=1) == [middle.table]
+
+    with pytest.raises(LookupError, match=f"previous table {middle.table} was dropped by retention"):
+        store.rollback([DAY])
+    assert store.pointer(DAY).table == last.table  # type: ignore[union-attr]  # not skipped to v1
+
+    flags = ["--store", str(store_options["kind"]), "--prefix", str(store_options["prefix"])]
+    env = {"MLPATTERNS_HBASE_THRIFT_PORT": str(store_options["port"])} if "port" in store_options else {}
+    out = CliRunner().invoke(batch, ["rollback", "--date", DAY, *flags], env=env)
+    assert out.exit_code == 1, out.output
+    assert f"Error: {DAY}: previous table {middle.table} was dropped by retention" in out.output
+    assert store.pointer(DAY).table == last.table  # type: ignore[union-attr]
 
 
 def test_prediction_log_records_what_was_served(

@@ -29,12 +29,13 @@ def test_deploy_switch_and_rollback_through_pointer(
     assert first.ok, first.reason
     assert reader.get(FID).model_version == "v1"  # type: ignore[union-attr]
     assert {g.gate for g in first.gates} >= {"readiness", "golden_set", "batch_run"}
+    v1_table = store.pointer(DAY).table  # type: ignore[union-attr]
 
     second = deployer.deploy(target.models("v2"))
     assert second.ok, second.reason
     live = reader.get(FID)
     assert live is not None and live.model_version == "v2"
-    assert store.pointer(DAY).history == [store.pointer(DAY).history[0]]  # type: ignore[union-attr]
+    assert store.pointer(DAY).history == [v1_table]  # type: ignore[union-attr]
 
     state = deployer.rollback()
     assert state.live_version == "v1"

@@ -6,17 +6,19 @@ A reader follows the control topic all along: it serves every flight of the day 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from patterns.streaming.messages import Topics
+from patterns.streaming.messages import Topics, ensure_topics, producer
 from patterns.streaming.reader import PredictionReader, Served
 from patterns.streaming.replay import Replayer
-from patterns.streaming.switch import build_target
+from patterns.streaming.switch import StreamSwitch, build_target, model_card
 from shared.deploy import (
     Deployer,
+    GateContext,
     GoldenSetGate,
     GuardrailGate,
     ReadinessGate,
@@ -91,6 +93,42 @@ def test_switch_and_rollback_lose_nothing_and_serve_each_flight_once(
     runs = [v for i, v in enumerate(versions) if i == 0 or versions[i - 1] != v]
     assert runs == ["v1", "v2", "v1"]
     assert [r.version for r in reader.switches] == ["v1", "v2", "v1"]
+
+
+def test_bake_guardrail_counts_the_candidates_dead_letters(
+    bootstrap: str, topics: Topics, registry: Registry
+) -> None:
+    # What workers write, produced by hand: a real candidate cannot be made to fail requests that the
+    # live version scores, and a whole deployment would take a minute to reach the bake step.
+    ensure_topics(bootstrap, {topics.predictions("v2"): 2, topics.dead_letters: 1})
+    out = producer(bootstrap, "test-bake")
+
+    def dead_letter(version: str) -> None:
+        out.send(topics.dead_letters, b"\xff not json", headers=[("worker", version.encode())])
+
+    for _ in range(7):  # before the switch: not part of the bake
+        dead_letter("v2")
+    out.flush()
+    switch = build_target(bootstrap=bootstrap, prefix=topics.prefix, registry=registry).switch
+    assert isinstance(switch, StreamSwitch)
+    switch.versions = {Slot.BLUE: "v1", Slot.GREEN: "v2"}  # as staged; no workers needed
+    switch.route({Slot.GREEN: 1.0})
+    for i in range(150):
+        body = {"flight_id": f"f{i}", "probability": 0.3, "sent_ms": 1_000, "produced_ms": 1_005}
+        out.send(topics.predictions("v2"), json.dumps(body).encode(), partition=i % 2)
+    for _ in range(50):
+        dead_letter("v2")
+    for _ in range(30):
+        dead_letter("v1")  # the live version's: not the candidate's errors
+    out.flush()
+    out.close()
+
+    bake = switch.observe(Slot.GREEN)
+    assert (bake.requests, bake.errors, len(bake.predictions)) == (200, 50, 150)
+    assert (switch.observe(Slot.BLUE).requests, switch.observe(Slot.BLUE).errors) == (30, 30)
+    ctx = GateContext(switch, Slot.GREEN, Slot.BLUE, model_card(registry, "v2"), "bake 100%")
+    result = GuardrailGate(max_p99_ms=1e9).check(ctx)
+    assert not result.passed and "error rate 25.00% > 1.00%" in result.detail, result.detail
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float = 120.0) -> None:
