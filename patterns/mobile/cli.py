@@ -93,14 +93,27 @@ def export(version: str, formats: str, heldout_months: str | None) -> None:
 @_channel
 @click.option("--percent", default=0.0, show_default=True, type=float, help="Rollout % if a version is live.")
 @click.option("--min-app-version", default="1.0.0", show_default=True, help="Older apps keep the live model.")
-@click.option("--format", "fmt", default="tflite_float32", show_default=True, help="Which export apps get.")
-def publish(version: str, channel: str, percent: float, min_app_version: str, fmt: str) -> None:
+@click.option(
+    "--format", "fmt", default=None,
+    help="Which export apps get. Default: the channel's format (tflite_float32 for a new channel); "
+    "a channel never changes format.",
+)  # fmt: skip
+@click.option(
+    "--allow-unverified", is_flag=True,
+    help="Publish a format whose numeric parity could not run here (Core ML off macOS). Without it, refused.",
+)  # fmt: skip
+def publish(
+    version: str, channel: str, percent: float, min_app_version: str, fmt: str | None, allow_unverified: bool
+) -> None:
     """Upload VERSION's export (must have passed parity) and publish it: live if none, else candidate."""
     from patterns.mobile.manifest import Channel
     from patterns.mobile.switch import stage_entry
 
-    chan = Channel(channel, fmt=fmt)
-    doc = chan.publish(stage_entry(chan, version, min_app_version), percent)
+    try:
+        chan = Channel(channel, fmt=fmt)
+        doc = chan.publish(stage_entry(chan, version, min_app_version, allow_unverified), percent)
+    except (RuntimeError, FileNotFoundError) as exc:  # refusals (ManifestError, parity, fingerprint)
+        raise click.ClickException(str(exc)) from None
     _show(doc)
 
 

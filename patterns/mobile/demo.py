@@ -9,7 +9,8 @@ __all__ = ["run_demo"]
 
 def run_demo(versions: tuple[str, str] = ("v1", "v2"), channel: str = "demo", devices: int = 20_000) -> None:
     """Train two mobile versions when missing (months 1-9, held out 10-12), export them with their
-    parity tables, publish the first, send the second to 10 % of simulated devices, roll back."""
+    parity tables, publish the first, send the second to 10 % of simulated devices, roll back, and
+    try Core ML (refused off macOS: its parity could not run)."""
     import tempfile
     from pathlib import Path
 
@@ -53,3 +54,11 @@ def run_demo(versions: tuple[str, str] = ("v1", "v2"), channel: str = "demo", de
             print(f"  dev-{i}: runs {client.version}, P(late) JFK->BOS 17:59 = {p[0]:.3f}")
     doc = chan.rollback()
     print(f"rollback: candidate {doc['candidate']}, every device back on {doc['live']['version']}")
+    # iOS apps get Core ML: its numbers are only measured on macOS, so elsewhere publish refuses it.
+    ios = Channel(f"{channel}-ios", fmt="coreml")
+    ios.path.unlink(missing_ok=True)
+    try:
+        ios.publish(stage_entry(ios, old))
+        print(f"channel {ios.name}: Core ML {old} live (numeric parity ran on this Mac)")
+    except RuntimeError as exc:
+        print(f"channel {ios.name}: Core ML {old} not published: {exc}")

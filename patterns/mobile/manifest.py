@@ -31,6 +31,7 @@ from shared import settings
 from shared.registry import sha256_file
 
 __all__ = [
+    "DEFAULT_FORMAT",
     "Channel",
     "Entry",
     "ManifestError",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 _BUCKETS = 10_000
+#: The format of a new channel when none is asked for.
+DEFAULT_FORMAT = "tflite_float32"
 
 
 class ManifestError(RuntimeError):
@@ -61,8 +64,15 @@ class Entry:
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
-    """``"1.10.2"`` -> ``(1, 10, 2)`` so app versions compare numerically."""
-    return tuple(int(part) for part in version.split(".") if part.isdigit())
+    """``"1.10.2"`` -> ``(1, 10, 2)`` so app versions compare numerically.
+
+    Missing parts count as 0 (trailing zeros are dropped), so ``"2.0"`` equals ``"2.0.0"``; as raw
+    tuples ``(2, 0) < (2, 0, 0)`` would keep an app "1.0" off a model for "1.0.0".
+    """
+    parts = [int(part) for part in version.split(".") if part.isdigit()]
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
 
 
 def bucket(device_id: str, salt: str) -> float:
@@ -80,13 +90,23 @@ def cdn_dir(home: Path | None = None) -> Path:
 
 
 class Channel:
-    """The manifest of one channel: ``publish``, ``rollout``, ``rollback`` and ``resolve``."""
+    """The manifest of one channel: ``publish``, ``rollout``, ``rollback`` and ``resolve``.
 
-    def __init__(self, name: str = "stable", home: Path | None = None, fmt: str = "tflite_float32") -> None:
+    A channel keeps the format it was created with (``fmt``, default ``DEFAULT_FORMAT``): its URLs
+    point at files of that format, so asking an existing channel for another one raises.
+    """
+
+    def __init__(self, name: str = "stable", home: Path | None = None, fmt: str | None = None) -> None:
         self.name = name
         self.home = home
         self.path = channel_path(name, home)
-        self.format = fmt
+        existing = json.loads(self.path.read_text()).get("format") if self.path.exists() else None
+        if fmt is not None and existing is not None and fmt != existing:
+            raise ManifestError(
+                f"channel {name} ships {existing} files, not {fmt}: a channel keeps its format "
+                f"(its apps run that kind of file); use another channel for {fmt}"
+            )
+        self.format: str = existing or fmt or DEFAULT_FORMAT
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -169,9 +189,10 @@ class Channel:
         return self._write(doc)
 
     def _write(self, doc: dict[str, Any]) -> dict[str, Any]:
+        if doc.setdefault("format", self.format) != self.format:  # changed on disk since __init__
+            raise ManifestError(f"channel {self.name} now ships {doc['format']} files, not {self.format}")
         doc["sequence"] = int(doc.get("sequence", 0)) + 1
         doc["updated"] = time.time()
-        doc["format"] = self.format
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.name}-", dir=self.path.parent)
         with os.fdopen(fd, "w") as f:

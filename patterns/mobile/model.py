@@ -35,6 +35,7 @@ __all__ = [
     "load_params",
     "mobile_registry",
     "month_table",
+    "predict_tf",
     "train_mobile",
 ]
 

@@ -3,7 +3,7 @@
 The metrics and the verdict come from ``shared.consistency.export.compare_scores`` and the
 tolerances from the shared threshold file (``shared/consistency/thresholds.toml``, overridable
 with ``$MLPATTERNS_CHECK_CONFIG``), so ``mlpatterns check`` and the export gate judge alike.
-Defaults (held-out months, decision threshold 0.5):
+Defaults (held-out months; label agreement of the decisions at the held-out base rate):
 
 ===================  ===============  ==============  =================
 format               max |diff|       AUC drop        label agreement
@@ -66,7 +66,8 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        """Measured and within tolerance: numbers that were never measured (``ran`` False) are no pass."""
+        return self.ran and not self.failures
 
     @property
     def auc_drop(self) -> float:

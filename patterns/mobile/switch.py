@@ -1,9 +1,10 @@
 """Blue-green for apps: the deploy core's ``Switch`` whose medium is the channel manifest.
 
-``stage`` uploads a version's exported TFLite file (only if its parity gate passed) to the CDN
-folder; ``route(weights)`` rewrites the manifest: the slot that is live in the manifest stays live
-and the other one becomes the candidate at ``weight x 100`` percent of devices, a single slot at
-1.0 becomes live. ``predict`` runs the uploaded file itself (sha256 checked), so the deploy
+``stage`` uploads a version's export in the channel's format (only if its parity gate ran and
+passed, and it was trained on this code's ``MOBILE_FEATURES``) to the CDN folder;
+``route(weights)`` rewrites the manifest: the slot that is live in the manifest stays live and the
+other one becomes the candidate at ``weight x 100`` percent of devices, a single slot at 1.0
+becomes live. ``predict`` runs the uploaded file itself (sha256 checked), so the deploy
 core's golden-set gate judges exactly the bytes phones will download.
 
 Phones send no telemetry here, so ``observe`` reports no requests and the bake guardrails have
@@ -20,29 +21,43 @@ from typing import Any
 
 import numpy as np
 
-from patterns.mobile.export import FILES, export_dir, load_reports, run_artifact
+from patterns.mobile.export import FILES, export_dir, load_export, load_reports, run_artifact
 from patterns.mobile.inputs import MOBILE_FEATURES
 from patterns.mobile.manifest import Channel, Entry
 from patterns.mobile.model import mobile_registry
 from shared.deploy import BakeMetrics, Candidate, GoldenSetGate, ReadinessGate, Slot, Switch, Target
 from shared.deploy.state import SlotState, TargetState
-from shared.registry import Registry, sha256_file
+from shared.registry import FingerprintMismatch, Registry, sha256_file
 
 __all__ = ["ManifestSwitch", "build_target", "stage_entry"]
 
 
-def stage_entry(channel: Channel, version: str, min_app_version: str = "1.0.0") -> Entry:
-    """Upload ``version``'s export in the channel's format, refusing one that failed its parity gate."""
+def stage_entry(
+    channel: Channel, version: str, min_app_version: str = "1.0.0", allow_unverified: bool = False
+) -> Entry:
+    """Upload ``version``'s export in the channel's format, refusing one that failed its parity gate,
+    one whose parity could not run (unless ``allow_unverified``) and one trained on other inputs."""
     fmt = channel.format
+    fingerprint = str(load_export(version, channel.home).get("feature_fingerprint"))
+    if fingerprint != MOBILE_FEATURES.fingerprint():
+        raise FingerprintMismatch(
+            f"{version} was exported for inputs {fingerprint} but this code encodes "
+            f"{MOBILE_FEATURES.fingerprint()}: apps would feed it inputs it never learned; retrain it"
+        )
     report = load_reports(version, channel.home).get(fmt)
     if report is None:
         raise RuntimeError(f"{version} has no {fmt} export: run `mlpatterns mobile export {version}`")
-    if not report.passed:
+    if report.failures:
         raise RuntimeError(f"{version}: {fmt} failed its parity gate ({'; '.join(report.failures)})")
+    if not report.ran and not allow_unverified:
+        raise RuntimeError(
+            f"{version}: {fmt} numeric parity was not run ({report.note}), so its numbers are "
+            "unverified; export it where it can run, or publish with --allow-unverified"
+        )
     path = export_dir(version, channel.home) / FILES[fmt]
     if sha256_file(path) != report.sha256:
         raise RuntimeError(f"{version}: {path} changed since its parity report; re-export it")
-    return channel.upload(version, path, min_app_version, MOBILE_FEATURES.fingerprint())
+    return channel.upload(version, path, min_app_version, fingerprint)
 
 
 def _local(url: str) -> Path:
@@ -120,10 +135,11 @@ def build_target(
     channel: str | Channel = "stable",
     registry: Registry | None = None,
     home: Path | None = None,
-    fmt: str = "tflite_float32",
+    fmt: str | None = None,
     **_: object,
 ) -> Target:
-    """The ``mobile`` deploy target: a manifest switch over the mobile registry's versions."""
+    """The ``mobile`` deploy target: a manifest switch over the mobile registry's versions
+    (``fmt`` None: the channel's own format, ``tflite_float32`` for a new channel)."""
     reg = registry or mobile_registry(home / "mobile" / "registry" if home else None)
     chan = channel if isinstance(channel, Channel) else Channel(channel, home, fmt)
     gates = [ReadinessGate(timeout_s=5.0), GoldenSetGate(atol=1e-4)]

@@ -20,12 +20,16 @@ DEFAULTS_PATH = Path(__file__).with_name("thresholds.toml")
 
 @dataclass(frozen=True)
 class ExportTolerance:
-    """How far an exported artifact may move from its source model and still pass."""
+    """How far an exported artifact may move from its source model and still pass.
+
+    ``decision_threshold`` None: label agreement is measured at the held-out base rate (share of
+    positive labels; the mean reference score without labels).
+    """
 
     max_abs_diff: float = 1e-4
     min_label_agreement: float = 0.999
     max_auc_drop: float = 0.001
-    decision_threshold: float = 0.5
+    decision_threshold: float | None = None
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

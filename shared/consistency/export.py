@@ -7,8 +7,9 @@ pattern's TensorFlow -> TFLite / Core ML / ONNX) calls it and may write its comp
 ``write_export_report``; ``check_exports`` reads such reports (or raw scores files written with
 ``write_scores``) and re-judges them under the current thresholds, so one config gates them all.
 
-A comparison that could not run (Core ML off macOS, a corrupted artifact) is recorded as
-``not_run`` with its reason; it never counts as a pass.
+A comparison that could not run (Core ML off macOS) is recorded as ``not_run`` with its reason;
+it never counts as a pass. Non-finite scores, an AUC that cannot be computed, and a mobile artifact
+missing or changed since its report (sha256) fail whatever the tolerances.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy.typing as npt
 
 from shared.consistency.config import ExportTolerance, Thresholds, load_thresholds
 from shared.consistency.report import CheckResult, Finding, Status
-from shared.registry import IntegrityError, ModelVersion, Registry
+from shared.registry import IntegrityError, ModelVersion, Registry, sha256_file
 
 __all__ = [
     "ExportComparison",
@@ -90,25 +91,34 @@ def compare_scores(
             f"compare_scores needs two equal, non-empty arrays, got {ref.shape} and {cand.shape}"
         )
     tol = tolerance or ExportTolerance()
+    y = None if labels is None else np.asarray(labels).ravel()
+    if y is not None and y.shape != ref.shape:
+        raise ValueError(f"labels have shape {y.shape}, scores {ref.shape}")
+    binary = y is not None and len(np.unique(y)) == 2
+    threshold = tol.decision_threshold
+    if threshold is None:
+        # Scores of a rare positive class seldom reach 0.5, where nearly every row agrees whatever
+        # the candidate does; at the base rate the decision splits the rows and shifts show up.
+        threshold = float(np.mean(y == y.max())) if binary and y is not None else float(np.mean(ref))
     diff = np.abs(ref - cand)
     metrics: dict[str, float] = {
         "n": float(ref.size),
         # A NaN score is as far off as it gets: it must fail, not vanish from the maximum.
         "max_abs_diff": float(np.max(diff)) if np.isfinite(diff).all() else float("inf"),
         "mean_abs_diff": float(np.mean(diff)) if np.isfinite(diff).all() else float("inf"),
-        "label_agreement": float(
-            np.mean((ref >= tol.decision_threshold) == (cand >= tol.decision_threshold))
-        ),
+        "label_agreement": float(np.mean((ref >= threshold) == (cand >= threshold))),
     }
-    if labels is not None:
-        y = np.asarray(labels).ravel()
-        if y.shape != ref.shape:
-            raise ValueError(f"labels have shape {y.shape}, scores {ref.shape}")
-        if len(np.unique(y)) == 2 and np.isfinite(cand).all():
-            from sklearn.metrics import roc_auc_score
+    if binary:
+        from sklearn.metrics import roc_auc_score
 
-            metrics["auc_reference"] = float(roc_auc_score(y, ref))
-            metrics["auc_candidate"] = float(roc_auc_score(y, cand))
+        # Always measured with binary labels: an AUC that cannot be computed (NaN scores) is a NaN
+        # drop, which fails, instead of a ranking check that silently disappears.
+        for key, scores in (("auc_reference", ref), ("auc_candidate", cand)):
+            try:
+                metrics[key] = float(roc_auc_score(y, scores))
+            except ValueError:
+                metrics[key] = float("nan")
+    metrics["decision_threshold"] = threshold
     comparison = ExportComparison(reference_name, candidate_name, "pass", metrics, scores=(ref, cand))
     return _judge(comparison, tol)
 
@@ -132,15 +142,20 @@ def _judge(c: ExportComparison, tol: ExportTolerance) -> ExportComparison:
     if c.status == "not_run":
         return c
     m, reasons = c.metrics, []
-    if not m.get("max_abs_diff", float("inf")) <= tol.max_abs_diff:
-        reasons.append(f"max |diff| {m.get('max_abs_diff', float('nan')):.3g} > {tol.max_abs_diff:g}")
+    if not np.isfinite(m.get("max_abs_diff", float("inf"))):
+        # Not a matter of tolerance: even "max_abs_diff = inf" (reported, not gated) must not pass NaNs.
+        reasons.append("non-finite scores (NaN or inf): fails whatever the tolerance")
+    elif not m["max_abs_diff"] <= tol.max_abs_diff:
+        reasons.append(f"max |diff| {m['max_abs_diff']:.3g} > {tol.max_abs_diff:g}")
     if not m.get("label_agreement", 0.0) >= tol.min_label_agreement:
         reasons.append(
             f"label agreement {m.get('label_agreement', float('nan')):.4f} < {tol.min_label_agreement:g}"
         )
-    if "auc_reference" in m and "auc_candidate" in m:
-        m["auc_drop"] = m["auc_reference"] - m["auc_candidate"]
-        if m["auc_drop"] > tol.max_auc_drop:
+    if "auc_reference" in m or "auc_candidate" in m:
+        m["auc_drop"] = m.get("auc_reference", float("nan")) - m.get("auc_candidate", float("nan"))
+        if np.isnan(m["auc_drop"]):
+            reasons.append("AUC could not be computed")
+        elif m["auc_drop"] > tol.max_auc_drop:
             reasons.append(f"AUC drop {m['auc_drop']:.4f} > {tol.max_auc_drop:g}")
     c.status, c.reasons = ("fail" if reasons else "pass"), reasons
     return c
@@ -164,7 +179,8 @@ def read_export_report(path: Path) -> list[ExportComparison]:
     """Comparisons from a ``write_export_report`` file or a mobile pattern ``export.json``."""
     doc = json.loads(Path(path).read_text())
     if "formats" in doc and "version" in doc:
-        return [_from_mobile(str(doc["version"]), fmt, r) for fmt, r in doc["formats"].items()]
+        folder = Path(path).parent
+        return [_from_mobile(str(doc["version"]), fmt, r, folder) for fmt, r in doc["formats"].items()]
     if doc.get("kind") != _REPORT_KIND:
         raise ValueError(f"{path} is neither an export parity report nor a mobile export.json")
     return [
@@ -179,9 +195,9 @@ def read_export_report(path: Path) -> list[ExportComparison]:
     ]
 
 
-def _from_mobile(version: str, fmt: str, r: Mapping[str, Any]) -> ExportComparison:
+def _from_mobile(version: str, fmt: str, r: Mapping[str, Any], folder: Path) -> ExportComparison:
     reference = f"mobile {version} tensorflow"
-    failures = [str(f) for f in r.get("failures", [])]
+    failures = [str(f) for f in r.get("failures", [])] + _artifact_problems(folder, r)
     if not r.get("ran", True):
         # Numbers were never measured (Core ML off macOS): say so; a failed spec check still fails.
         reason = str(r.get("note") or "numeric parity not run")
@@ -193,11 +209,29 @@ def _from_mobile(version: str, fmt: str, r: Mapping[str, Any]) -> ExportComparis
         "max_abs_diff": _finite(r.get("max_abs_diff")),
         "mean_abs_diff": _finite(r.get("mean_abs_diff")),
         "label_agreement": _finite(r.get("agreement"), default=0.0),
-        "auc_reference": _finite(r.get("auc_source"), default=0.0),
-        "auc_candidate": _finite(r.get("auc_export"), default=0.0),
+        # NaN, not 0.0: an AUC the producer could not compute must fail here too.
+        "auc_reference": _finite(r.get("auc_source"), default=float("nan")),
+        "auc_candidate": _finite(r.get("auc_export"), default=float("nan")),
     }
     # The producer's own failures (e.g. "could not run") stand even if the numbers pass here.
     return ExportComparison(reference, fmt, "fail" if failures else "pass", metrics, failures)
+
+
+def _artifact_problems(folder: Path, r: Mapping[str, Any]) -> list[str]:
+    # The numbers describe the bytes that were measured: a file replaced since says nothing of them.
+    name, recorded = r.get("file"), r.get("sha256")
+    if not name or not recorded:
+        return ["the report records no artifact file and sha256 to check"]
+    path = folder / str(name)
+    if not path.is_file():
+        return [f"artifact missing since its parity report: {path}"]
+    actual = sha256_file(path)
+    if actual != recorded:
+        return [
+            f"artifact changed since its parity report: {path} has sha256 {actual[:12]}…, "
+            f"the report measured {str(recorded)[:12]}…"
+        ]
+    return []
 
 
 def _finite(value: Any, default: float = float("inf")) -> float:

@@ -19,7 +19,8 @@ HELDOUT = (10,)  # same held-out month as conftest.py
 def test_every_format_passes_its_gate(exported: dict[str, ParityReport]) -> None:
     assert list(exported) == list(FORMATS)
     for fmt, report in exported.items():
-        assert report.passed, f"{fmt}: {report.failures}"
+        assert not report.failures, f"{fmt}: {report.failures}"
+        assert report.passed == report.ran  # numbers never measured are no pass (Core ML off macOS)
         assert report.bytes > 1000
     for fmt in ("tflite_float32", "onnx"):
         assert exported[fmt].ran and exported[fmt].max_abs_diff <= 1e-4
@@ -82,6 +83,42 @@ def test_truncated_file_is_reported_not_crashed(mobile_version: ModelVersion, tm
     bad.write_bytes(b"not a model")
     report = check_artifact("onnx", bad, mobile_version.version, np.zeros(len(raw)), raw, y)
     assert not report.passed and "could not run" in report.failures[0]
+
+
+def test_truncated_coreml_package_is_reported_not_crashed(
+    exported: dict, mobile_home: Path, mobile_version: ModelVersion, tmp_path: Path
+) -> None:
+    raw, y = heldout(HELDOUT)
+    good = (export_dir(mobile_version.version, mobile_home) / FILES["coreml"]).read_bytes()
+    bad = tmp_path / FILES["coreml"]
+    bad.write_bytes(good[: len(good) // 2])  # an interrupted download: no zip directory at the end
+    report = check_artifact("coreml", bad, mobile_version.version, np.zeros(len(raw)), raw, y)
+    assert not report.passed and report.failures[0].startswith("could not read: BadZipFile")
+
+
+def test_export_refuses_a_model_trained_on_other_inputs(mobile_version: ModelVersion, tmp_path: Path) -> None:
+    """A registered model whose fingerprint is not this code's MOBILE_FEATURES is never exported."""
+    from patterns.mobile.export import export_version
+    from patterns.mobile.model import mobile_registry
+    from shared.registry import FingerprintMismatch
+
+    reg = mobile_registry(tmp_path / "registry")
+    inputs, outputs = mobile_version.golden_set()
+    foreign = reg.register(
+        {"weights.npz": mobile_version.artifact("weights.npz").read_bytes()},
+        feature_set=mobile_version.feature_set,
+        feature_fingerprint="0" * 16,
+        feature_names=mobile_version.feature_names,
+        training=mobile_version.training,
+        metrics=mobile_version.metrics,
+        data_fingerprint=mobile_version.data_fingerprint,
+        golden_inputs=inputs,
+        golden_outputs=outputs,
+    )
+    home = tmp_path / "home"
+    with pytest.raises(FingerprintMismatch, match="0000000000000000"):
+        export_version(foreign.version, ["onnx"], registry=reg, home=home, heldout_months=HELDOUT)
+    assert not export_dir(foreign.version, home).exists()
 
 
 def test_compare_flags_each_tolerance() -> None:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from patterns.mobile.cli import mobile
 from patterns.mobile.client import MobileClient, TamperedModel
 from patterns.mobile.export import FILES, export_dir, run_artifact
-from patterns.mobile.manifest import Channel, ManifestError, bucket
+from patterns.mobile.inputs import MOBILE_FEATURES
+from patterns.mobile.manifest import Channel, ManifestError, bucket, version_tuple
 from patterns.mobile.model import heldout
 from patterns.mobile.switch import stage_entry
-from shared.registry import ModelVersion
+from shared.registry import FingerprintMismatch, ModelVersion
 
 HELDOUT = (10,)  # same held-out month as conftest.py
 
@@ -49,6 +55,10 @@ def test_publish_rollout_rollback(tmp_path: Path) -> None:
     some = sorted(at50)[0]
     assert chan.resolve(some, app_version="1.9.3").version == "v1"  # too old for v2: stays on live
     assert chan.resolve(some, app_version="0.9") is None  # too old for any model
+    # Missing parts count as 0: app "2.0" meets "2.0.0", app "1.0" meets live's "1.0.0".
+    assert chan.resolve(some, app_version="2.0").version == "v2"
+    assert chan.resolve(some, app_version="1.0").version == "v1"
+    assert version_tuple("2.0") == version_tuple("2.0.0") < version_tuple("2.0.1") < version_tuple("2.1")
     chan.rollback()
     assert {chan.resolve(d).version for d in devices} == {"v1"}
     chan.publish(_entry(chan, "v2", tmp_path, b"two"), percent=5)
@@ -93,6 +103,57 @@ def test_client_refuses_a_tampered_model(
     client = MobileClient(chan.path, "device-7", tmp_path / "cache")
     with pytest.raises(TamperedModel, match="refusing"):
         client.sync()
-    assert client.version is None and not list((tmp_path / "cache").glob("*.tflite"))
+    # Nothing is left behind, not even the partial download (*.part).
+    assert client.version is None and list((tmp_path / "cache").iterdir()) == []
     with pytest.raises(RuntimeError, match="no model"):
         client.predict_raw(np.zeros((1, 13), np.int32))
+
+
+def test_an_existing_channel_keeps_its_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rollout / rollback of an ONNX channel must not relabel it tflite_float32 (URLs are .onnx files)."""
+    monkeypatch.setenv("MLPATTERNS_HOME", str(tmp_path))
+    chan = Channel("android-onnx", fmt="onnx")
+    chan.publish(_entry(chan, "v1", tmp_path, b"one"))
+    chan.publish(_entry(chan, "v2", tmp_path, b"two"), percent=10)
+    runner = CliRunner()
+    for args in (["rollout", "--percent", "50"], ["rollback"], ["status"]):
+        result = runner.invoke(mobile, [*args, "--channel", "android-onnx"])
+        assert result.exit_code == 0, result.output
+        assert "onnx" in result.output and Channel("android-onnx").load()["format"] == "onnx"
+    assert Channel("android-onnx").format == "onnx"
+    with pytest.raises(ManifestError, match="keeps its format"):
+        Channel("android-onnx", fmt="tflite_float32")
+    refused = runner.invoke(mobile, ["publish", "v3", "--channel", "android-onnx", "--format", "tflite_int8"])
+    assert refused.exit_code == 1 and "keeps its format" in refused.output
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="Core ML parity runs on macOS")
+def test_publishing_coreml_unverified_needs_the_flag(
+    exported: dict, mobile_home: Path, mobile_version: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLPATTERNS_HOME", str(mobile_home))
+    runner = CliRunner()
+    args = ["publish", mobile_version.version, "--channel", "ios", "--format", "coreml"]
+    refused = runner.invoke(mobile, args)
+    assert refused.exit_code == 1
+    assert "parity was not run" in refused.output and "--allow-unverified" in refused.output
+    assert not Channel("ios", mobile_home).path.exists()
+    assert "--allow-unverified" in runner.invoke(mobile, ["publish", "--help"]).output
+    allowed = runner.invoke(mobile, [*args, "--allow-unverified"])
+    assert allowed.exit_code == 0, allowed.output
+    live = Channel("ios", mobile_home).load()["live"]
+    assert live["version"] == mobile_version.version and live["url"].endswith(FILES["coreml"])
+
+
+def test_an_export_for_other_inputs_is_not_published(
+    exported: dict, mobile_home: Path, mobile_version: ModelVersion, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(export_dir(mobile_version.version, mobile_home), export_dir(mobile_version.version, home))
+    path = export_dir(mobile_version.version, home) / "export.json"
+    doc = json.loads(path.read_text())
+    entry = stage_entry(Channel("stable", home), mobile_version.version)
+    assert entry.feature_fingerprint == doc["feature_fingerprint"] == MOBILE_FEATURES.fingerprint()
+    path.write_text(json.dumps(doc | {"feature_fingerprint": "0" * 16}))
+    with pytest.raises(FingerprintMismatch, match="0000000000000000"):
+        stage_entry(Channel("stable", home), mobile_version.version)
