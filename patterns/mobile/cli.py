@@ -45,7 +45,12 @@ def train(train_months: str, heldout_months: str, epochs: int, seed: int) -> Non
     """Train the TensorFlow mobile model and register it in $MLPATTERNS_HOME/mobile/registry."""
     from patterns.mobile.model import MobileTrainingConfig, train_mobile
 
-    config = MobileTrainingConfig(_months(train_months), _months(heldout_months), epochs=epochs, seed=seed)
+    try:
+        config = MobileTrainingConfig(
+            _months(train_months), _months(heldout_months), epochs=epochs, seed=seed
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--heldout-months") from None
     mv = train_mobile(config, progress=lambda m: click.echo(f"  {m}"))
     click.echo(f"registered mobile {mv.version}: held-out AUC {mv.metrics['heldout_auc']:.4f}")
 

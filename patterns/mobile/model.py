@@ -58,6 +58,16 @@ class MobileTrainingConfig:
     learning_rate: float = 0.005
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # Held-out months among or before the training ones would overstate every parity AUC.
+        if not self.train_months or not self.heldout_months:
+            raise ValueError("train_months and heldout_months must each hold at least one month")
+        if min(self.heldout_months) <= max(self.train_months):
+            raise ValueError(
+                f"held-out months {list(self.heldout_months)} must all come after the training "
+                f"months {list(self.train_months)} (a time-based split)"
+            )
+
 
 def mobile_registry(root: Path | str | None = None) -> Registry:
     """Mobile model versions (``$MLPATTERNS_HOME/mobile/registry`` unless ``root`` is given)."""

@@ -146,3 +146,15 @@ def test_export_version_raises_with_clear_message(
     with pytest.raises(ParityError, match=r"onnx: max \|diff\| .* > 0"):
         export_version(mobile_version.version, ["onnx"], registry=reg, home=home, heldout_months=HELDOUT)
     assert not load_reports(mobile_version.version, home)["onnx"].passed  # the report is still written
+
+
+def test_training_refuses_held_out_months_that_are_not_later() -> None:
+    from click.testing import CliRunner
+
+    from patterns.mobile.cli import mobile
+    from patterns.mobile.model import MobileTrainingConfig
+
+    with pytest.raises(ValueError, match="time-based split"):
+        MobileTrainingConfig(train_months=(3,), heldout_months=(2, 4))
+    result = CliRunner().invoke(mobile, ["train", "--train-months", "1-9", "--heldout-months", "9-12"])
+    assert result.exit_code == 2 and "must all come after the training months" in result.output
