@@ -90,7 +90,7 @@ def main() -> None:
       mlpatterns check                # train/serve consistency report
 
     Settings come from flags or environment variables: MLPATTERNS_HOME (registry, logs, deploy
-    state; default ./.mlpatterns) and MLPATTERNS_*_PORT for the servers.
+    state; default <checkout>/.mlpatterns) and MLPATTERNS_*_PORT for the servers.
     """
 
 

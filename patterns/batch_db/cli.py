@@ -62,7 +62,7 @@ def batch() -> None:
 
     \b
       mlpatterns batch score --date 2013-03-01 --store hbase      # score, gate, publish
-      mlpatterns batch get 20130301-UA1545-EWR-0515 --store hbase  # read through the pointer
+      mlpatterns batch get 20130301-UA475-EWR-0515 --store hbase  # read through the pointer
       mlpatterns batch score --date 2013-03-01 --version v2        # new table; gate; switch
       mlpatterns batch rollback --date 2013-03-01                  # pointer back
       mlpatterns batch runs / pointers / quarantine RUN / retain --keep 5
@@ -211,7 +211,7 @@ def publish_cmd(run_id: str, store: str, prefix: str, max_psi: float, force: boo
 @_STORE
 @_PREFIX
 def get(flight_id: str | None, date: str | None, limit: int, store: str, prefix: str) -> None:
-    """Read a flight's live prediction through the pointer (e.g. 20130301-UA1545-EWR-0515)."""
+    """Read a flight's live prediction through the pointer (e.g. 20130301-UA475-EWR-0515)."""
     from patterns.batch_db.reader import NotPublished, PredictionReader
     from patterns.batch_db.store import date_of
 

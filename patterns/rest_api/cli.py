@@ -15,7 +15,7 @@ def rest() -> None:
     """REST pattern: FastAPI + onnxruntime with online features from Redis.
 
     \b
-      mlpatterns rest load-features --until 2013-06-01     # fill Redis from history
+      mlpatterns rest load-features --until 2013-06-01T09:00   # fill Redis from history
       mlpatterns rest serve --version v1 --port 8001 --slot blue
       curl -s localhost:8001/predict -d '{"carrier": "UA", "flight": 1545, "origin": "EWR",
         "dest": "IAH", "distance": 1400, "scheduled_departure": "2013-06-01T08:30:00-04:00"}'

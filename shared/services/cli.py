@@ -24,7 +24,7 @@ def services_group() -> None:
 
     Missing pieces are installed on first use: redis-server and nginx from Debian's archive, the
     Kafka and HBase jars from Maven Central (cached in ~/.m2). Data, logs and pid files live in
-    MLPATTERNS_SERVICES_DIR (default ./.services). Ports come from MLPATTERNS_REDIS_PORT (6379),
+    MLPATTERNS_SERVICES_DIR (default <checkout>/.services). Ports come from MLPATTERNS_REDIS_PORT (6379),
     MLPATTERNS_KAFKA_PORT (9092), MLPATTERNS_KAFKA_CONTROLLER_PORT (9093),
     MLPATTERNS_HBASE_THRIFT_PORT (9090), MLPATTERNS_HBASE_ZOOKEEPER_PORT (2181),
     MLPATTERNS_HBASE_MASTER_PORT (16000), MLPATTERNS_HBASE_REGIONSERVER_PORT (16020) and
