@@ -3,7 +3,7 @@
 It drives the very same ``FlightDelayService`` as the FastAPI app (decode -> online features ->
 onnxruntime -> encode, plus the prediction log), so both answer a request with the same
 probability; only the HTTP layer differs. BentoML validates the body with the pydantic
-``FlightRequest`` in strict mode (its way); errors map to 400 (bad field) and 503 (feature store down).
+``FlightRequest`` (its way, refusing text and booleans for numbers like the app); errors map to 400 (bad field) and 503 (feature store down).
 
     MLPATTERNS_MODEL_VERSION=v1 bentoml serve patterns.rest_api.bento_service:FlightDelay \\
         --host 127.0.0.1 --port 3000
@@ -24,18 +24,30 @@ from typing import Any
 
 import bentoml
 from bentoml.exceptions import InvalidArgument, ServiceUnavailable
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, create_model, field_validator
 
-from patterns.rest_api.schemas import FlightRequest, InputError
+from patterns.rest_api.schemas import FIELDS, FlightRequest, InputError
 from patterns.rest_api.service import FlightDelayService, StoreUnavailable
 
 __all__ = ["FlightDelay"]
 
-# BentoML validates with the model before our decoder runs; pydantic's default (lax) mode would turn
-# "1400" into 1400 and true into 1, which the FastAPI app refuses. Strict, both refuse the same.
-StrictFlightRequest: type[BaseModel] = create_model("FlightRequest", __base__=FlightRequest)
-StrictFlightRequest.model_config["strict"] = True
-StrictFlightRequest.model_rebuild(force=True)
+# BentoML validates with the model before our decoder runs; pydantic's lax mode would turn "1400"
+# into 1400 and true into 1, which the FastAPI app refuses. Its strict mode would refuse 1545.0 for
+# an int, which the app accepts. So: lax, but text and booleans are no numbers, as in the app.
+_NUMBERS = [f.name for f in FIELDS if f.kind != "str"]
+
+
+def _no_text_or_bool(value: Any) -> Any:
+    if isinstance(value, str | bool):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    return value
+
+
+BentoFlightRequest: type[BaseModel] = create_model(
+    "FlightRequest",
+    __base__=FlightRequest,
+    __validators__={"numbers": field_validator(*_NUMBERS, mode="before")(_no_text_or_bool)},
+)
 
 
 @bentoml.service(
@@ -56,7 +68,7 @@ class FlightDelay:
             log=os.environ.get("MLPATTERNS_PREDICTION_LOG", "1") != "0",
         )
 
-    @bentoml.api(route="/predict", input_spec=StrictFlightRequest)
+    @bentoml.api(route="/predict", input_spec=BentoFlightRequest)
     def predict(self, **fields: Any) -> dict[str, Any]:
         """Delay probability of one flight (same body and answer as the FastAPI app's /predict)."""
         explain = bool(fields.pop("explain", False))

@@ -156,7 +156,14 @@ def parse_time(text: Any, where: str = "scheduled_departure") -> dt.datetime:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
         raise InputError(where, f"not an ISO-8601 date-time: {text!r}") from None
-    return when.replace(tzinfo=LOCAL_ZONE) if when.tzinfo is None else when
+    if when.tzinfo is not None:
+        return when
+    local = when.replace(tzinfo=LOCAL_ZONE)
+    # A time the spring clock change skipped (02:30 on 2013-03-10) has no instant: zoneinfo would
+    # silently give 03:30, an hour the caller did not send.
+    if local.astimezone(dt.UTC).astimezone(LOCAL_ZONE).replace(tzinfo=None) != when:
+        raise InputError(where, f"{text} does not exist in {LOCAL_ZONE.key} (clocks moved forward)")
+    return local
 
 
 def _epoch(when: dt.datetime, where: str) -> int:

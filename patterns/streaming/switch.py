@@ -34,6 +34,9 @@ from shared.registry import Registry
 
 __all__ = ["StreamSwitch", "WorkerPool", "build_target", "compare_table", "model_card"]
 
+#: How a worker's dead letter starts when a valid event could not be scored (``worker._score``).
+_SCORING_FAILURE = b"features: "
+
 
 class WorkerPool:
     """Worker processes per version, tracked by pid files under ``<home>/streaming/<prefix>/``."""
@@ -174,9 +177,12 @@ class StreamSwitch(Switch):
         probs = np.array([v["probability"] for v in values], dtype=np.float64)
         lat = [v["produced_ms"] - v["sent_ms"] for v in values if v.get("sent_ms") is not None]
         # The dead-letter topic is shared by every version: its ``worker`` header says whose it is.
+        # Only scoring failures count; a message that is not a valid event is refused by every
+        # version alike (the producer's fault), so it says nothing about the candidate.
+        headers = [dict(m.headers or ()) for m in self._records(self.topics.dead_letters, self._dlq_window)]
         dead = sum(
-            dict(m.headers or ()).get("worker") == version.encode()
-            for m in self._records(self.topics.dead_letters, self._dlq_window)
+            h.get("worker") == version.encode() and h.get("error", b"").startswith(_SCORING_FAILURE)
+            for h in headers
         )
         errors = int(np.sum(~np.isfinite(probs))) + dead
         return BakeMetrics(len(values) + dead, errors, p99(lat), probs[np.isfinite(probs)])

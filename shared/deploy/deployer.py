@@ -158,8 +158,9 @@ class Deployer:
             return self._abort(
                 st.deployment, f"recovered: deployment {st.deployment} interrupted while {state}"
             )
-        if st.live is not None or any(info.state is not _S.EMPTY for info in st.slots.values()):
-            # Re-assert the durable routing, "none" included: a route() that raced an abort may last.
+        if st.live is not None or any(info.state is _S.ROLLED_BACK for info in st.slots.values()):
+            # Once traffic was routed, re-assert the durable routing ("none" too): a route() that
+            # raced an abort may still be in effect. Before that, there is nothing to undo.
             self.switch.route(st.weights)
         return st
 

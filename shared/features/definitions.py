@@ -195,8 +195,7 @@ class FeatureSet:
                 vars(s) | {"key_columns": list(s.key_columns), "value_columns": list(s.value_columns)}
                 for s in self.sources
             ],
-            # Docs are for people: rewording one must not make every trained model unloadable.
-            "features": [{k: v for k, v in f.items() if k != "doc"} for f in self.schema()],
+            "features": self.schema(),
         }
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
         return f"{self.name}:{digest[:16]}"

@@ -45,7 +45,7 @@ def predictors(registry: Registry) -> dict[str, Predictor]:
     return {v: Predictor(registry.get(v), FLIGHT_FEATURES.fingerprint()) for v in ("v1", "v2")}
 
 
-@pytest.fixture(params=["hbase", "sqlite"])
+@pytest.fixture(params=[pytest.param("hbase", marks=pytest.mark.servers), "sqlite"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

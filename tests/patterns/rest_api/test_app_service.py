@@ -219,3 +219,12 @@ def test_cli_help_explains_the_commands() -> None:
     ):
         bad = runner.invoke(main, args)
         assert bad.exit_code == 2 and f"Invalid value for {option}:" in bad.output, bad.output
+
+
+def test_a_naive_iso_time_the_clocks_skipped_is_refused() -> None:
+    from patterns.rest_api.schemas import InputError, parse_time
+
+    with pytest.raises(InputError, match="does not exist in America/New_York"):
+        parse_time("2013-03-10T02:30:00")
+    assert parse_time("2013-03-10T03:30:00").hour == 3  # the first hour after the change is fine
+    assert parse_time("2013-11-03T01:30:00").fold == 0  # the autumn fold: the first instant

@@ -130,3 +130,13 @@ def test_bento_refuses_what_the_fastapi_app_refuses(
     theirs = httpx.post(bento + "/predict", json=body, timeout=10)
     assert ours.status_code == 422 and theirs.status_code == 400, theirs.text
     assert next(iter(bad)) in theirs.text
+
+
+def test_bento_accepts_integral_floats_like_the_fastapi_app(
+    bento: str, rest_app: Any, rest_requests: list[dict[str, Any]]
+) -> None:
+    body = rest_requests[0] | {"flight": float(rest_requests[0]["flight"])}
+    ours = httpx.post(rest_app.url + "/predict", json=body, timeout=10)
+    theirs = httpx.post(bento + "/predict", json=body, timeout=10)
+    assert ours.status_code == theirs.status_code == 200, theirs.text
+    assert theirs.json()["probability"] == ours.json()["probability"]

@@ -103,8 +103,9 @@ def test_bake_guardrail_counts_the_candidates_dead_letters(
     ensure_topics(bootstrap, {topics.predictions("v2"): 2, topics.dead_letters: 1})
     out = producer(bootstrap, "test-bake")
 
-    def dead_letter(version: str) -> None:
-        out.send(topics.dead_letters, b"\xff not json", headers=[("worker", version.encode())])
+    def dead_letter(version: str, error: bytes = b"features: KeyError: 'carrier'") -> None:
+        headers = [("error", error), ("worker", version.encode())]
+        out.send(topics.dead_letters, b'{"type": "scheduled"}', headers=headers)
 
     for _ in range(7):  # before the switch: not part of the bake
         dead_letter("v2")
@@ -120,6 +121,8 @@ def test_bake_guardrail_counts_the_candidates_dead_letters(
         dead_letter("v2")
     for _ in range(30):
         dead_letter("v1")  # the live version's: not the candidate's errors
+    for _ in range(40):  # bad input both versions refuse: the producer's fault, not the candidate's
+        dead_letter("v2", b"not JSON: Expecting value")
     out.flush()
     out.close()
 

@@ -205,6 +205,11 @@ def test_golden_gate_takes_explicit_data(world: World) -> None:
     w = World(world.path.with_name("g.sqlite"), gates=[gate])
     result = w.deploy("v1")
     assert not result.ok and "100.0% of 32 rows" in result.reason
+    # That deployment never routed, so the next one's recovery leaves alone what serves now (say,
+    # predictions an operator published by hand): routing "none" would take them away.
+    w.switch.weights = {Slot.BLUE: 1.0}
+    w.deployer.recover()
+    assert w.switch.weights == {Slot.BLUE: 1.0}
 
 
 def test_deploy_refused_while_another_live_process_deploys(world: World) -> None:
