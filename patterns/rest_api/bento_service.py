@@ -3,7 +3,8 @@
 It drives the very same ``FlightDelayService`` as the FastAPI app (decode -> online features ->
 onnxruntime -> encode, plus the prediction log), so both answer a request with the same
 probability; only the HTTP layer differs. BentoML validates the body with the pydantic
-``FlightRequest`` (its way, refusing text and booleans for numbers like the app); errors map to 400 (bad field) and 503 (feature store down).
+``FlightRequest`` (its way, refusing text and booleans for numbers like the app); errors map to 400
+(bad field) and 503 (feature store down).
 
     MLPATTERNS_MODEL_VERSION=v1 bentoml serve patterns.rest_api.bento_service:FlightDelay \\
         --host 127.0.0.1 --port 3000
