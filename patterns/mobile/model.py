@@ -21,6 +21,7 @@ import numpy as np
 from patterns.mobile.inputs import CODE_WIDTHS, INPUT_NAME, MOBILE_FEATURES, N_RAW, RAW_COLUMNS, encode
 from patterns.mobile.inputs import vocabulary_codes as _vocab
 from shared import settings
+from shared.example.data import check_time_split
 from shared.registry import ModelVersion, Registry
 
 if TYPE_CHECKING:
@@ -59,14 +60,7 @@ class MobileTrainingConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        # Held-out months among or before the training ones would overstate every parity AUC.
-        if not self.train_months or not self.heldout_months:
-            raise ValueError("train_months and heldout_months must each hold at least one month")
-        if min(self.heldout_months) <= max(self.train_months):
-            raise ValueError(
-                f"held-out months {list(self.heldout_months)} must all come after the training "
-                f"months {list(self.train_months)} (a time-based split)"
-            )
+        check_time_split(self.train_months, self.heldout_months, "held-out")
 
 
 def mobile_registry(root: Path | str | None = None) -> Registry:

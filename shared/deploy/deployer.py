@@ -159,8 +159,7 @@ class Deployer:
                 st.deployment, f"recovered: deployment {st.deployment} interrupted while {state}"
             )
         if st.live is not None or any(info.state is _S.ROLLED_BACK for info in st.slots.values()):
-            # Once traffic was routed, re-assert the durable routing ("none" too): a route() that
-            # raced an abort may still be in effect. Before that, there is nothing to undo.
+            # Once traffic was routed, re-assert it ("none" too): a route() racing an abort may last.
             self.switch.route(st.weights)
         return st
 

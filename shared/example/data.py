@@ -19,6 +19,7 @@ import pandas as pd
 
 __all__ = [
     "DELAY_THRESHOLD_MINUTES",
+    "check_time_split",
     "data_dir",
     "departures",
     "flight_id",
@@ -30,6 +31,21 @@ __all__ = [
 
 #: A flight counts as delayed when it leaves this many minutes late or more, or is cancelled.
 DELAY_THRESHOLD_MINUTES = 15
+
+
+def check_time_split(train_months: tuple[int, ...], later_months: tuple[int, ...], later: str) -> None:
+    """Raise ``ValueError`` unless every one of ``later_months`` comes after every training month.
+
+    Evaluating on months before (or among) the training ones leaks the future into the model and
+    overstates its AUC: the split is by time. ``later`` names the other months ("validation").
+    """
+    if not train_months or not later_months:
+        raise ValueError(f"the training and {later} months must each hold at least one month")
+    if min(later_months) <= max(train_months):
+        raise ValueError(
+            f"{later} months {list(later_months)} must all come after the training months "
+            f"{list(train_months)} (a time-based split)"
+        )
 
 
 def data_dir() -> Path:

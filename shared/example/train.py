@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shared.example.data import departures, frame_fingerprint, load_flights, load_weather
+from shared.example.data import check_time_split, departures, frame_fingerprint, load_flights, load_weather
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import OfflineExecutor
 from shared.registry import ModelVersion, Registry
@@ -35,15 +35,7 @@ class TrainingConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        # Validating on months before (or among) the training months would leak the future into
-        # the model and overstate its AUC: the split is by time.
-        if not self.train_months or not self.valid_months:
-            raise ValueError("train_months and valid_months must each hold at least one month")
-        if min(self.valid_months) <= max(self.train_months):
-            raise ValueError(
-                f"validation months {list(self.valid_months)} must all come after the training "
-                f"months {list(self.train_months)} (a time-based split)"
-            )
+        check_time_split(self.train_months, self.valid_months, "validation")
 
 
 def feature_table(months: tuple[int, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
