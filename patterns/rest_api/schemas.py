@@ -156,13 +156,20 @@ def parse_time(text: Any, where: str = "scheduled_departure") -> dt.datetime:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
         raise InputError(where, f"not an ISO-8601 date-time: {text!r}") from None
-    if when.tzinfo is not None:
-        return when
-    local = when.replace(tzinfo=LOCAL_ZONE)
-    # A time the spring clock change skipped (02:30 on 2013-03-10) has no instant: zoneinfo would
-    # silently give 03:30, an hour the caller did not send.
-    if local.astimezone(dt.UTC).astimezone(LOCAL_ZONE).replace(tzinfo=None) != when:
-        raise InputError(where, f"{text} does not exist in {LOCAL_ZONE.key} (clocks moved forward)")
+    return when if when.tzinfo is not None else _new_york(when, where)
+
+
+def _new_york(naive: dt.datetime, where: str) -> dt.datetime:
+    """``naive`` as New York local time; ``InputError`` for a time the spring clock change skipped.
+
+    zoneinfo would silently move 02:30 on 2013-03-10 to 03:30, an hour the caller did not send.
+    (In the autumn fold the first of the two instants is taken.)
+    """
+    local = naive.replace(tzinfo=LOCAL_ZONE)
+    if local.astimezone(dt.UTC).astimezone(LOCAL_ZONE).replace(tzinfo=None) != naive:
+        raise InputError(
+            where, f"{naive:%Y-%m-%d %H:%M} does not exist in {LOCAL_ZONE.key} (clocks moved forward)"
+        )
     return local
 
 
@@ -218,19 +225,11 @@ def decode_flight(obj: Any, where: str = "") -> dict[str, Any]:
                 raise InputError(where + name, "field required (or give scheduled_departure or sched_ts)")
         try:
             y, mo, d, h, mi = (int(given[n]) for n in _TIME_FIELDS)
-            local = dt.datetime(y, mo, d, h, mi, tzinfo=LOCAL_ZONE)
+            naive = dt.datetime(y, mo, d, h, mi)
         except ValueError as exc:
             raise InputError(where + "day", str(exc)) from None
-        sched_ts = _epoch(local, where + "year")
-        derived = local_fields(sched_ts) | {"sched_ts": sched_ts}
-        # A time in the spring-forward gap gets an instant an hour later (02:30 -> 03:30 EDT): the
-        # model would see an hour the caller did not send. (The autumn fold keeps the first instant.)
-        if derived["hour"] != h or derived["minute"] != mi:
-            raise InputError(
-                where + "hour",
-                f"{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi:02d} does not exist in {LOCAL_ZONE.key} "
-                "(clocks moved forward)",
-            )
+        local = _new_york(naive, where + "hour")
+        derived = {n: int(given[n]) for n in _TIME_FIELDS} | {"sched_ts": _epoch(local, where + "year")}
     for name, value in given.items():
         if derived[name] != value:
             raise InputError(

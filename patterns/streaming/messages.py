@@ -25,6 +25,7 @@ from shared.example.flights import REQUEST_FIELDS, WEATHER_FIELDS
 __all__ = [
     "KINDS",
     "MAX_FUTURE_S",
+    "SCORING_FAILURE",
     "SOURCE_OF",
     "Event",
     "SchemaError",
@@ -45,6 +46,9 @@ KINDS: dict[str, tuple[str, str]] = {
 SOURCE_OF = {"weather": "weather", "departed": "departures"}
 #: an event time later than this past the wall clock is refused (a unit error, not an event)
 MAX_FUTURE_S = 86400
+#: how a dead letter's ``error`` header starts when a valid event could not be scored (the bake
+#: counts those against the version; malformed input, which every version refuses, it does not)
+SCORING_FAILURE = "features: "
 #: order of types at equal event time: an observation stamped t is "at or before t" for a request at t
 TIE_ORDER = {"weather": 0, "departed": 1, "scheduled": 2}
 

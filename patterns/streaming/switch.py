@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from patterns.streaming.messages import Topics, ensure_topics, producer
+from patterns.streaming.messages import SCORING_FAILURE, Topics, ensure_topics, producer
 from patterns.streaming.reader import Control
 from shared import settings
 from shared.deploy import BakeMetrics, Candidate, Slot, SlotState, Switch, Target, TargetState, default_gates
@@ -33,9 +33,6 @@ from shared.example.flights import FLIGHT_FEATURES
 from shared.registry import Registry
 
 __all__ = ["StreamSwitch", "WorkerPool", "build_target", "compare_table", "model_card"]
-
-#: How a worker's dead letter starts when a valid event could not be scored (``worker._score``).
-_SCORING_FAILURE = b"features: "
 
 
 class WorkerPool:
@@ -181,7 +178,7 @@ class StreamSwitch(Switch):
         # version alike (the producer's fault), so it says nothing about the candidate.
         headers = [dict(m.headers or ()) for m in self._records(self.topics.dead_letters, self._dlq_window)]
         dead = sum(
-            h.get("worker") == version.encode() and h.get("error", b"").startswith(_SCORING_FAILURE)
+            h.get("worker") == version.encode() and h.get("error", b"").startswith(SCORING_FAILURE.encode())
             for h in headers
         )
         errors = int(np.sum(~np.isfinite(probs))) + dead

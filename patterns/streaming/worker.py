@@ -29,7 +29,16 @@ from typing import Any
 import numpy as np
 
 from patterns.streaming.history import History
-from patterns.streaming.messages import SOURCE_OF, Event, SchemaError, Topics, decode, ensure_topics, producer
+from patterns.streaming.messages import (
+    SCORING_FAILURE,
+    SOURCE_OF,
+    Event,
+    SchemaError,
+    Topics,
+    decode,
+    ensure_topics,
+    producer,
+)
 from shared.example.flights import FLIGHT_FEATURES, REQUEST_FIELDS
 from shared.features import StreamingExecutor
 from shared.predictor import Predictor
@@ -319,7 +328,7 @@ class StreamWorker:
             try:
                 rows.append(executor.matrix([ev.record]))
             except Exception as exc:
-                dead.append((m, f"features: {type(exc).__name__}: {exc}"))
+                dead.append((m, f"{SCORING_FAILURE}{type(exc).__name__}: {exc}"))
                 continue
             requests.append((tp, m, ev))
 
