@@ -39,8 +39,17 @@ _channel = click.option(
 @mobile.command()
 @click.option("--train-months", default="1-9", show_default=True, help="Months to train on, e.g. 1-9.")
 @click.option("--heldout-months", default="10-12", show_default=True, help="Held-out months for reports.")
-@click.option("--epochs", default=3, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--epochs",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Passes over the training rows.",
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(min=0),
+    help="Seed of the initial weights, the batch order and the golden-set rows.",
+)  # fmt: skip
 def train(train_months: str, heldout_months: str, epochs: int, seed: int) -> None:
     """Train the TensorFlow mobile model and register it in $MLPATTERNS_HOME/mobile/registry."""
     from patterns.mobile.model import MobileTrainingConfig, train_mobile
