@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
+
+from patterns.mobile.manifest import default_channel
 
 __all__ = ["mobile"]
 
@@ -31,7 +32,7 @@ def mobile() -> None:
 
 
 _channel = click.option(
-    "--channel", default=lambda: os.environ.get("MLPATTERNS_MOBILE_CHANNEL", "stable"), show_default="stable",
+    "--channel", default=default_channel, show_default="stable",
     help="Manifest channel (env MLPATTERNS_MOBILE_CHANNEL).",
 )  # fmt: skip
 

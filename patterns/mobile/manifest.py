@@ -39,6 +39,7 @@ __all__ = [
     "cdn_dir",
     "channel_path",
     "choose",
+    "default_channel",
     "version_tuple",
 ]
 
@@ -83,6 +84,11 @@ def bucket(device_id: str, salt: str) -> float:
 
 def channel_path(channel: str, home: Path | None = None) -> Path:
     return (home or settings.home()) / "mobile" / "channels" / f"{channel}.json"
+
+
+def default_channel() -> str:
+    """The channel a command manages when none is named: ``$MLPATTERNS_MOBILE_CHANNEL`` or ``stable``."""
+    return os.environ.get("MLPATTERNS_MOBILE_CHANNEL") or "stable"
 
 
 def cdn_dir(home: Path | None = None) -> Path:

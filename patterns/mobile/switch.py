@@ -23,7 +23,7 @@ import numpy as np
 
 from patterns.mobile.export import FILES, export_dir, load_export, load_reports, run_artifact
 from patterns.mobile.inputs import MOBILE_FEATURES
-from patterns.mobile.manifest import Channel, Entry
+from patterns.mobile.manifest import Channel, Entry, default_channel
 from patterns.mobile.model import mobile_registry
 from shared.deploy import BakeMetrics, Candidate, GoldenSetGate, ReadinessGate, Slot, Switch, Target
 from shared.deploy.state import SlotState, TargetState
@@ -132,16 +132,17 @@ def _card(registry: Registry, version: str) -> Any:
 
 
 def build_target(
-    channel: str | Channel = "stable",
+    channel: str | Channel | None = None,
     registry: Registry | None = None,
     home: Path | None = None,
     fmt: str | None = None,
     **_: object,
 ) -> Target:
     """The ``mobile`` deploy target: a manifest switch over the mobile registry's versions
-    (``fmt`` None: the channel's own format, ``tflite_float32`` for a new channel)."""
+    (``channel`` None: ``$MLPATTERNS_MOBILE_CHANNEL`` or ``stable``, as the ``mobile`` commands;
+    ``fmt`` None: the channel's own format, ``tflite_float32`` for a new channel)."""
     reg = registry or mobile_registry(home / "mobile" / "registry" if home else None)
-    chan = channel if isinstance(channel, Channel) else Channel(channel, home, fmt)
+    chan = channel if isinstance(channel, Channel) else Channel(channel or default_channel(), home, fmt)
     gates = [ReadinessGate(timeout_s=5.0), GoldenSetGate(atol=1e-4)]
     return Target(
         "mobile", ManifestSwitch(chan), MOBILE_FEATURES.fingerprint(), lambda v: _card(reg, v), gates

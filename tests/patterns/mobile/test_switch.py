@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from patterns.mobile.manifest import Channel
 from patterns.mobile.model import mobile_registry
@@ -32,3 +33,23 @@ def test_deploy_publishes_and_canary_sets_rollout(
     switch.route({Slot.BLUE: 1.0})
     assert chan.load()["candidate"] is None
     assert np.isfinite(switch.predict(Slot.BLUE, mobile_version.golden_set()[0])).all()
+
+
+def test_deploy_manages_the_channel_the_mobile_commands_do(
+    exported: dict,
+    mobile_home: Path,
+    mobile_version: ModelVersion,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `mlpatterns deploy mobile` builds its target without arguments: it must publish to the channel
+    # `mlpatterns mobile status` shows, which follows $MLPATTERNS_MOBILE_CHANNEL, not always `stable`.
+    monkeypatch.setenv("MLPATTERNS_MOBILE_CHANNEL", "beta-testers")
+    reg = mobile_registry(mobile_home / "mobile" / "registry")
+    target = build_target(registry=reg, home=mobile_home)
+    result = Deployer.for_target(target, SQLiteStore(tmp_path / "state.db")).deploy(
+        target.models(mobile_version.version)
+    )
+    assert result.ok, result.reason
+    assert Channel("beta-testers", mobile_home).load()["live"]["version"] == mobile_version.version
+    assert not Channel("stable", mobile_home).path.exists()
