@@ -6,10 +6,14 @@ second checkout can run beside the first by exporting other ports and another ho
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 __all__ = [
+    "SettingError",
+    "env_float",
+    "env_int",
     "hbase_thrift",
     "home",
     "kafka_bootstrap",
@@ -21,19 +25,67 @@ __all__ = [
 ]
 
 
+class SettingError(ValueError):
+    """An environment variable holds a value its setting cannot use; the message names both."""
+
+
+def env_int(name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+    """Integer setting ``name`` (unset or empty: ``default``), checked against ``[lo, hi]``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r}: expected an integer{_bounds(lo, hi)}") from None
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise SettingError(f"{name}={raw!r}: expected an integer{_bounds(lo, hi)}")
+    return value
+
+
+def env_float(name: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
+    """Finite number setting ``name`` (unset or empty: ``default``), checked against ``[lo, hi]``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise SettingError(f"{name}={raw!r}: expected a number{_bounds(lo, hi)}")
+    return value
+
+
+def _bounds(lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f" from {lo} to {hi}"
+    if lo is not None:
+        return f" >= {lo}"
+    return f" <= {hi}" if hi is not None else ""
+
+
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
 def home() -> Path:
-    """MLPATTERNS_HOME: registry, prediction logs, deploy state (default ``<checkout>/.mlpatterns``)."""
-    path = Path(os.environ.get("MLPATTERNS_HOME", project_root() / ".mlpatterns"))
-    path.mkdir(parents=True, exist_ok=True)
+    """MLPATTERNS_HOME: registry, prediction logs, deploy state (default ``<checkout>/.mlpatterns``).
+
+    Made absolute (``~`` expanded): processes this one starts in another working directory, such
+    as the REST colours, must find the same registry and logs.
+    """
+    raw = os.environ.get("MLPATTERNS_HOME", "").strip()
+    path = Path(raw).expanduser().resolve() if raw else project_root() / ".mlpatterns"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingError(f"MLPATTERNS_HOME={raw!r}: cannot use it as a directory: {exc.strerror}") from None
     return path
 
 
 def _port(name: str, default: int) -> int:
-    return int(os.environ.get(f"MLPATTERNS_{name}_PORT", default))
+    return env_int(f"MLPATTERNS_{name}_PORT", default, 1, 65535)
 
 
 #: Default port of every server the project starts (``mlpatterns services``); each one is
@@ -57,7 +109,8 @@ def server_port(name: str) -> int:
 
 def services_dir() -> Path:
     """MLPATTERNS_SERVICES_DIR: data, logs and pid files of the local servers (default ``.services``)."""
-    return Path(os.environ.get("MLPATTERNS_SERVICES_DIR", project_root() / ".services")).resolve()
+    raw = os.environ.get("MLPATTERNS_SERVICES_DIR", "").strip()
+    return Path(raw).expanduser().resolve() if raw else project_root() / ".services"
 
 
 def redis_url() -> str:
