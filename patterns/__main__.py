@@ -10,6 +10,8 @@ import importlib
 
 import click
 
+from shared.cli import CommandGroup
+
 __all__ = ["SWITCHES", "main"]
 
 _COMMANDS: dict[str, tuple[str, str]] = {
@@ -54,7 +56,7 @@ SWITCHES: dict[str, str] = {
 }
 
 
-class _LazyGroup(click.Group):
+class _LazyGroup(CommandGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
 
@@ -76,7 +78,7 @@ class _LazyGroup(click.Group):
             formatter.write_dl([(name, _HELP[name]) for name in sorted(_COMMANDS)])
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_LazyGroup)
 def main() -> None:
     """mlpatterns: reference architectures for serving ML models in production.
 
@@ -90,7 +92,8 @@ def main() -> None:
       mlpatterns check                # train/serve consistency report
 
     Settings come from flags or environment variables: MLPATTERNS_HOME (registry, logs, deploy
-    state; default <checkout>/.mlpatterns) and MLPATTERNS_*_PORT for the servers.
+    state; default <checkout>/.mlpatterns) and MLPATTERNS_*_PORT for the servers. A mistake in
+    them is one `Error:` line; MLPATTERNS_DEBUG=1 shows its traceback.
     """
 
 

@@ -4,10 +4,31 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+from typing import Any
 
 import click
 
-__all__ = ["features", "models", "train"]
+from shared.errors import UserError
+
+__all__ = ["CommandGroup", "features", "models", "train"]
+
+
+class CommandGroup(click.Group):
+    """The group every ``mlpatterns`` command hangs from: ``-h`` works, and a ``UserError`` raised
+    anywhere below is printed as one ``Error:`` line (set ``MLPATTERNS_DEBUG=1`` for its traceback)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("context_settings", {"help_option_names": ["-h", "--help"]})
+        super().__init__(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            if os.environ.get("MLPATTERNS_DEBUG"):
+                raise
+            raise click.ClickException(str(exc)) from exc
 
 
 def _months(text: str) -> tuple[int, ...]:
@@ -68,7 +89,7 @@ def train(train_months: str, valid_months: str, max_iter: int) -> None:
     )
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def models() -> None:
     """List and inspect registered model versions."""
 
@@ -128,7 +149,7 @@ def show_model(version: str, as_json: bool) -> None:
         raise SystemExit(1)  # a script or CI step checking a model must see the failure
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def features() -> None:
     """The feature definitions every pattern runs."""
 

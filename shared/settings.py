@@ -10,6 +10,8 @@ import math
 import os
 from pathlib import Path
 
+from shared.errors import UserError
+
 __all__ = [
     "SettingError",
     "env_float",
@@ -25,7 +27,7 @@ __all__ = [
 ]
 
 
-class SettingError(ValueError):
+class SettingError(UserError, ValueError):
     """An environment variable holds a value its setting cannot use; the message names both."""
 
 

@@ -68,3 +68,15 @@ def test_help_explains_every_command() -> None:
         [sys.executable, "-m", "patterns", "features", "show"], capture_output=True, text=True
     ).stdout
     assert "carrier_dep_delay_24h" in features and "ttl_seconds=10800" in features
+
+
+def test_a_bad_setting_is_one_error_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    env = os.environ | {"MLPATTERNS_HOME": str(tmp_path), "MLPATTERNS_REDIS_PORT": "abc"}
+    run = [sys.executable, "-m", "patterns", "services", "status", "redis"]
+    plain = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 1
+    assert plain.stderr.strip() == "Error: MLPATTERNS_REDIS_PORT='abc': expected an integer from 1 to 65535"
+    debug = subprocess.run(
+        run, env=env | {"MLPATTERNS_DEBUG": "1"}, capture_output=True, text=True, timeout=60
+    )
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "SettingError" in debug.stderr
