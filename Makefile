@@ -49,5 +49,8 @@ bench: $(STAMP)  ## run every benchmark in bench/ (a table with its same-run bas
 	for f in bench/[a-z]*.py; do echo "== $$f"; \
 	  $(PY) $$f --plot $(BENCH_PLOTS)/$$(basename $$f .py).png || exit 1; done
 
-clean:  ## remove the venv, server data and model registry
+clean:  ## stop this checkout's servers, then remove the venv, server data and model registry
+	@# Deleting .services under running servers would leave them up without pid files.
+	if [ -x $(MLP) ] && [ -d .services ]; then \
+	  MLPATTERNS_SERVICES_DIR="$(CURDIR)/.services" $(MLP) services down || true; fi
 	rm -rf $(VENV) .services .mlpatterns .cache

@@ -68,7 +68,9 @@ class Endpoint:
 @dataclass(frozen=True)
 class Status:
     name: str
-    state: str  # "running", "stopped", "unhealthy" (process alive, protocol does not answer)
+    #: "running", "stopped", "unhealthy" (process alive, but the protocol does not answer or a
+    #: process that is not ours answers on the configured port)
+    state: str
     pids: dict[str, int]
     port: int
     detail: str = ""
@@ -155,15 +157,19 @@ class Service:
         if len(pids) < len(self.pid_files()):
             missing = sorted(set(self.pid_files()) - set(pids))
             return Status(self.name, "unhealthy", pids, self.port, f"not running: {', '.join(missing)}")
-        if self.healthy():
-            return Status(self.name, "running", pids, self.port, self.endpoint().url)
-        return Status(self.name, "unhealthy", pids, self.port, f"does not answer on port {self.port}")
+        if not self.healthy():
+            return Status(self.name, "unhealthy", pids, self.port, f"does not answer on port {self.port}")
+        if clash := self.port_clash(pids):
+            return Status(self.name, "unhealthy", pids, self.port, clash)
+        return Status(self.name, "running", pids, self.port, self.endpoint().url)
 
     def up(self, progress: Progress = _stderr) -> Endpoint:
         """Start the server unless it already runs and answers; wait until it answers."""
         with _process.file_lock(self.base / f".{self.name}.lock"):
             pids = self.running()
             if pids and len(pids) == len(self.pid_files()) and self.healthy():
+                if clash := self.port_clash(pids):
+                    raise ServiceError(f"{self.name}: {clash}")
                 progress(f"{self.name}: already running (pid {', '.join(map(str, pids.values()))})")
                 return self.endpoint()
             if pids:
@@ -210,16 +216,39 @@ class Service:
             for pid_file in self.pid_files().values():
                 pid_file.unlink(missing_ok=True)
 
+    def port_clash(self, pids: dict[str, int]) -> str | None:
+        """Why the server answering on our ports is not the one we started (None: it is ours).
+
+        Our processes are alive, yet another process listens on a configured port: typically ours
+        was started with other ``MLPATTERNS_*_PORT`` values and a stranger holds the new port, so
+        a health check alone would take the stranger for ours.
+        """
+        ours = _process.family(pids.values())
+        listening = _process.listening_ports(ours)
+        if listening is None:
+            return None  # cannot read our own sockets: no way to tell, trust the health check
+        for label, port in self.ports().items():
+            if port in listening:
+                continue
+            owner = _process.port_owner(port)
+            if owner is None or owner in ours:
+                continue
+            where = ", ".join(map(str, sorted(listening))) or "no port"
+            env = f"MLPATTERNS_{self._env_name(label)}_PORT"
+            return (
+                f"port {port} ({label}) is answered by {_process.describe(owner)}, not by our "
+                f"{self.name} (pid {', '.join(map(str, pids.values()))}, listening on {where}). "
+                f"Was ours started with another {env}? Stop ours with `mlpatterns services down "
+                f"{self.name}` and start it again, or set {env} back."
+            )
+        return None
+
     def _check_ports(self) -> None:
         for label, port in self.ports().items():
             owner = _process.port_owner(port)
             if owner is None:
                 continue
-            who = f"pid {owner}" if owner else "another process"
-            with contextlib.suppress(Exception):
-                import psutil
-
-                who += f" ({' '.join(psutil.Process(owner).cmdline())[:120]})" if owner else ""
+            who = _process.describe(owner)
             raise ServiceError(
                 f"{self.name}: port {port} ({label}) is used by {who}. Stop it, or pick another port "
                 f"with MLPATTERNS_{self._env_name(label)}_PORT."

@@ -14,17 +14,21 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import psutil
 
 __all__ = [
     "apt_install",
+    "describe",
+    "family",
     "file_lock",
     "launch",
+    "listening_ports",
     "live_pid",
     "log_tail",
+    "port_free",
     "port_owner",
     "stop_pid",
     "wait_until",
@@ -88,14 +92,52 @@ def port_owner(port: int, host: str = "127.0.0.1") -> int | None:
         if listening and conn.laddr.ip in (host, "0.0.0.0", "::", "::ffff:" + host):
             return conn.pid or 0
     # A socket we could not attribute (other namespace, no permission): try binding to be sure.
+    return None if port_free(port, host) else 0
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could bind ``host:port`` now (a quick test; :func:`port_owner` says who)."""
     with socket.socket() as sock:
         # Like the servers themselves: connections in TIME_WAIT from a just-stopped server are fine.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
-            return 0
-    return None
+            return False
+    return True
+
+
+def describe(pid: int) -> str:
+    """``pid 123 (its command line)`` for messages; ``another process`` when the pid is unknown (0)."""
+    if not pid:
+        return "another process"
+    try:
+        command = " ".join(" ".join(psutil.Process(pid).cmdline()).split())
+    except psutil.Error:
+        return f"pid {pid}"
+    return f"pid {pid} ({command[:120]})"
+
+
+def family(pids: Iterable[int]) -> set[int]:
+    """``pids`` and all their live descendants (nginx workers, JVM helpers)."""
+    found: set[int] = set()
+    for pid in pids:
+        found.update(proc.pid for proc in _family(pid))
+    return found
+
+
+def listening_ports(pids: Iterable[int]) -> set[int] | None:
+    """TCP ports any of ``pids`` listens on; None if their sockets cannot be read (no permission)."""
+    ports: set[int] = set()
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except psutil.AccessDenied:
+            return None
+        except psutil.Error:
+            continue
+        ports.update(c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN and c.laddr)
+    return ports
 
 
 def launch(

@@ -8,10 +8,17 @@ graceful reload: old workers finish their requests, new connections see the new 
     >>> from shared.services import nginx
     >>> (nginx.conf_dir() / "rest_api.conf").write_text(block)
     >>> nginx.reload()                # raises ServiceError with nginx's message if the config is bad
+
+Files in ``conf.d`` outlive an nginx process (the REST pattern's live front must come back after a
+restart), so a file a crashed benchmark or test left behind is loaded at every start. When nginx
+starts afresh, a file whose ``listen`` port another process holds (nginx could not start with it)
+is moved to ``conf.d.disabled/`` with a warning; bind errors name the file that listens there.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -25,10 +32,32 @@ from shared import settings
 from shared.services import Endpoint, Progress, Service, ServiceError, _process
 from shared.services._resources import resource_text
 
-__all__ = ["STATUS_PATH", "Nginx", "conf_dir", "reload"]
+__all__ = ["STATUS_PATH", "Nginx", "conf_dir", "listen_ports", "reload"]
 
 #: The stub_status location on the main port.
 STATUS_PATH = "/nginx_status"
+
+_LISTEN = re.compile(r"(?:^|[\s;{}])listen\s+([^\s;]+)")
+_BIND_FAILED = re.compile(r"bind\(\) to (\S+?):(\d+) failed")
+
+
+def listen_ports(text: str) -> list[tuple[str, int]]:
+    """(host, port) of every ``listen`` directive in an nginx config text; host ``*`` for all.
+
+    ``listen 8000``, ``listen 127.0.0.1:8000``, ``listen [::1]:8000``, ``listen *:8000``; unix
+    sockets are left out.
+    """
+    found = []
+    for line in text.splitlines():
+        code = line.split("#", 1)[0]
+        for match in _LISTEN.finditer(code):
+            address = match.group(1)
+            if address.startswith("unix:"):
+                continue
+            host, _, port = address.rpartition(":")
+            if port.isdigit():
+                found.append((host.strip("[]") or "*", int(port)))
+    return found
 
 
 class Nginx(Service):
@@ -94,7 +123,61 @@ class Nginx(Service):
         )
         self.conf_file.write_text(conf)
 
+    @property
+    def disabled_d(self) -> Path:
+        """Where a fresh start moves ``conf.d`` files that could not be served (busy port)."""
+        return self.dir / "conf.d.disabled"
+
+    def site_files(self, port: int) -> list[Path]:
+        """The ``conf.d`` files that listen on ``port``."""
+        files = sorted(self.conf_d.glob("*.conf")) if self.conf_d.is_dir() else []
+        return [f for f in files if any(p == port for _h, p in listen_ports(_read(f)))]
+
+    def set_aside_busy_sites(self, progress: Progress) -> list[Path]:
+        """Before a fresh start: move ``conf.d`` files whose listen port another process holds.
+
+        nginx cannot start with such a file (``bind() ... failed``), and it is typically left from
+        an earlier run whose pattern is gone (a benchmark's front on a random port). The file is
+        kept in :attr:`disabled_d`; a pattern that still wants it writes it again (its next reload
+        then fails with nginx's message if the port is still taken).
+        """
+        moved = []
+        for path in sorted(self.conf_d.glob("*.conf")) if self.conf_d.is_dir() else []:
+            for host, port in listen_ports(_read(path)):
+                # Only loopback / all addresses (what the project uses); nginx itself reports others.
+                if port == self.port or host not in ("*", "0.0.0.0", "127.0.0.1", "localhost"):
+                    continue
+                if _process.port_free(port):
+                    continue
+                owner = _process.port_owner(port) or 0
+                self.disabled_d.mkdir(parents=True, exist_ok=True)
+                target = self.disabled_d / path.name
+                os.replace(path, target)
+                progress(
+                    f"  nginx: {path.name} listens on {host}:{port}, which {_process.describe(owner)} "
+                    f"holds: moved it to {target} (left from an earlier run?)"
+                )
+                moved.append(target)
+                break
+        return moved
+
+    def explain_bind_errors(self, text: str) -> str:
+        """``text`` plus, for each port nginx failed to bind, which file listens there and who holds it."""
+        notes = []
+        for port in dict.fromkeys(int(port) for _host, port in _BIND_FAILED.findall(text)):
+            if port == self.port:
+                what = "nginx's main port (MLPATTERNS_NGINX_PORT)"
+            elif files := self.site_files(port):
+                what = f"the listen of {', '.join(map(str, files))} (remove the file if it is stale)"
+            else:
+                what = "not listened on by any conf.d file"
+            owner = _process.port_owner(port)
+            held = f"; it is held by {_process.describe(owner)}" if owner is not None else ""
+            notes.append(f"port {port} is {what}{held}")
+        return "\n".join([text, *notes])
+
     def start(self, progress: Progress) -> None:
+        self.set_aside_busy_sites(progress)
         self.test_config()
         # nginx daemonizes itself (new session, pid file from the config); its master is ours to stop.
         self._run(self._cmd(), "start")
@@ -155,12 +238,21 @@ class Nginx(Service):
             if set(self.workers()) - before and not any(self._accepting(pid) for pid in before):
                 return
             time.sleep(0.05)
-        raise ServiceError(f"nginx reload sent but no new worker after {timeout:.0f}s:\n{self.log_tail()}")
+        tail = self.explain_bind_errors(self.log_tail())
+        raise ServiceError(f"nginx reload sent but no new worker after {timeout:.0f}s:\n{tail}")
 
     def _run(self, cmd: list[str], what: str) -> None:
         res = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=self.dir)
         if res.returncode != 0:
-            raise ServiceError(f"nginx {what} failed: {(res.stderr or res.stdout).strip()}")
+            message = self.explain_bind_errors((res.stderr or res.stdout).strip())
+            raise ServiceError(f"nginx {what} failed: {message}")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def conf_dir(base: Path | None = None) -> Path:
