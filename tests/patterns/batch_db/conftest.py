@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
+from patterns.batch_db.cli import batch
 from patterns.batch_db.store import PredictionTableStore, open_store
 from shared.example.flights import FLIGHT_FEATURES
 from shared.predictor import Predictor
@@ -75,3 +77,15 @@ def store(store_options: dict[str, object]) -> Iterator[PredictionTableStore]:
     if store_options["kind"] == "hbase":
         backend.connection.delete_table(f"{backend.prefix}_batch_meta", disable=True)  # type: ignore[attr-defined]
     backend.close()
+
+
+@pytest.fixture
+def cli(store_options: dict[str, object]) -> Callable[..., Result]:
+    """``cli("score", "--date", DAY)``: the batch group in-process, on the store under test."""
+    flags = ["--store", str(store_options["kind"]), "--prefix", str(store_options["prefix"])]
+    env = {"MLPATTERNS_HBASE_THRIFT_PORT": str(store_options["port"])} if "port" in store_options else {}
+
+    def invoke(*args: str, env_extra: dict[str, str] | None = None) -> Result:
+        return CliRunner().invoke(batch, [*args, *flags], env={**env, **(env_extra or {})})
+
+    return invoke
