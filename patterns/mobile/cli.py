@@ -7,16 +7,56 @@ from typing import Any
 import click
 
 from patterns.mobile.manifest import default_channel
+from shared.cli import CommandGroup
+from shared.errors import UserError
 
 __all__ = ["mobile"]
 
 
-def _months(spec: str) -> tuple[int, ...]:
-    first, _, last = spec.partition("-")
-    return tuple(range(int(first), int(last or first) + 1))
+def _months(ctx: click.Context, param: click.Parameter, spec: str | None) -> tuple[int, ...] | None:
+    """``"10-12"`` or ``"10"`` -> months of 2013, checked while parsing: click then names the option,
+    and nothing trains or exports on a month the data set does not have."""
+    if spec is None:
+        return None
+    first, dash, last = spec.partition("-")
+    try:
+        lo, hi = int(first), int(last if dash else first)
+    except ValueError:
+        raise click.BadParameter(f"expected a month or a range of months like 1-9, got {spec!r}") from None
+    if not 1 <= lo <= hi <= 12:
+        raise click.BadParameter(f"months must be within 1-12, first to last, got {spec!r}")
+    return tuple(range(lo, hi + 1))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _formats(ctx: click.Context, param: click.Parameter, spec: str) -> list[str]:
+    """The comma list of --formats, ``tflite`` expanded to its three variants; unknown ones refused."""
+    from patterns.mobile.parity import FORMATS
+
+    wanted: list[str] = []
+    for item in (f.strip() for f in spec.split(",") if f.strip()):
+        wanted += [f for f in FORMATS if f.startswith("tflite_")] if item == "tflite" else [item]
+    unknown = [f for f in wanted if f not in FORMATS]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown formats {', '.join(unknown)} (known: tflite, {', '.join(FORMATS)})"
+        )
+    return wanted
+
+
+def _check_registered(version: str) -> None:
+    """A version the mobile registry lacks is the caller's mistake: one line, before any work starts.
+
+    The registry raises ``KeyError`` (newer ones a ``UserError`` subclass of it).
+    """
+    from patterns.mobile.model import mobile_registry
+
+    try:
+        mobile_registry().get(version)
+    except KeyError as exc:
+        raise UserError(str(exc.args[0]) if exc.args else str(exc)) from None
+
+
+@click.group(cls=CommandGroup)
 def mobile() -> None:
     """Mobile pattern: an on-device TensorFlow model exported to TFLite / Core ML / ONNX, shipped to
     apps through a per-channel manifest with a staged rollout percentage.
@@ -38,8 +78,16 @@ _channel = click.option(
 
 
 @mobile.command()
-@click.option("--train-months", default="1-9", show_default=True, help="Months to train on, e.g. 1-9.")
-@click.option("--heldout-months", default="10-12", show_default=True, help="Held-out months for reports.")
+@click.option(
+    "--train-months", default="1-9", show_default=True, callback=_months, help="Months to train on, e.g. 1-9."
+)
+@click.option(
+    "--heldout-months",
+    default="10-12",
+    show_default=True,
+    callback=_months,
+    help="Held-out months for reports.",
+)
 @click.option(
     "--epochs",
     default=3,
@@ -51,14 +99,12 @@ _channel = click.option(
     "--seed", default=0, show_default=True, type=click.IntRange(min=0),
     help="Seed of the initial weights, the batch order and the golden-set rows.",
 )  # fmt: skip
-def train(train_months: str, heldout_months: str, epochs: int, seed: int) -> None:
+def train(train_months: tuple[int, ...], heldout_months: tuple[int, ...], epochs: int, seed: int) -> None:
     """Train the TensorFlow mobile model and register it in $MLPATTERNS_HOME/mobile/registry."""
     from patterns.mobile.model import MobileTrainingConfig, train_mobile
 
-    try:
-        config = MobileTrainingConfig(
-            _months(train_months), _months(heldout_months), epochs=epochs, seed=seed
-        )
+    try:  # each option's months are valid; this checks they make a time split
+        config = MobileTrainingConfig(train_months, heldout_months, epochs=epochs, seed=seed)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--heldout-months") from None
     mv = train_mobile(config, progress=lambda m: click.echo(f"  {m}"))
@@ -68,31 +114,30 @@ def train(train_months: str, heldout_months: str, epochs: int, seed: int) -> Non
 @mobile.command()
 @click.argument("version")
 @click.option(
-    "--formats", default="tflite,coreml,onnx", show_default=True,
+    "--formats", default="tflite,coreml,onnx", show_default=True, callback=_formats,
     help="Comma list: tflite (= float32, dynamic int8, full int8), tflite_float32, tflite_dynamic_int8, "
     "tflite_int8, coreml, onnx.",
 )  # fmt: skip
-@click.option("--heldout-months", default=None, help="Override the version's held-out months, e.g. 10-12.")
-def export(version: str, formats: str, heldout_months: str | None) -> None:
+@click.option(
+    "--heldout-months", default=None, callback=_months,
+    help="Override the version's held-out months, e.g. 10-12.",
+)  # fmt: skip
+def export(version: str, formats: list[str], heldout_months: tuple[int, ...] | None) -> None:
     """Export VERSION and gate each format on parity with the TensorFlow source (exit 1 on failure)."""
     from tqdm import tqdm
 
     from patterns.mobile.export import export_version
-    from patterns.mobile.parity import FORMATS, ParityError, render_table
+    from patterns.mobile.parity import ParityError, render_table
 
-    wanted: list[str] = []
-    for item in (f.strip() for f in formats.split(",") if f.strip()):
-        wanted += [f for f in FORMATS if f.startswith("tflite_")] if item == "tflite" else [item]
-    bar = tqdm(total=2 * len(wanted), desc=f"export {version}", unit="step")
+    _check_registered(version)  # before the progress bar: an error must not follow a started export
+    bar = tqdm(total=2 * len(formats), desc=f"export {version}", unit="step")
 
     def step(message: str) -> None:
         bar.set_postfix_str(message.split(": ", 1)[-1][:40])
         bar.update(1)
 
     try:
-        reports = export_version(
-            version, wanted, heldout_months=_months(heldout_months) if heldout_months else None, progress=step
-        )
+        reports = export_version(version, formats, heldout_months=heldout_months, progress=step)
     except ParityError as exc:
         bar.close()
         from patterns.mobile.export import load_reports
@@ -134,7 +179,10 @@ def publish(
 
 @mobile.command()
 @_channel
-@click.option("--percent", required=True, type=float, help="Share of devices on the candidate; 100 promotes.")
+@click.option(
+    "--percent", required=True, type=click.FloatRange(0, 100),
+    help="Share of devices on the candidate; 100 promotes.",
+)  # fmt: skip
 def rollout(channel: str, percent: float) -> None:
     """Set the candidate's rollout percentage (100 makes it live, the old live becomes 'previous')."""
     from patterns.mobile.manifest import Channel
@@ -153,7 +201,10 @@ def rollback(channel: str) -> None:
 
 @mobile.command()
 @_channel
-@click.option("--devices", default=0, type=int, help="Also simulate this many devices and count versions.")
+@click.option(
+    "--devices", default=0, type=click.IntRange(min=0),
+    help="Also simulate this many devices and count versions.",
+)  # fmt: skip
 def status(channel: str, devices: int) -> None:
     """Show the channel manifest (and which version simulated devices would get)."""
     from patterns.mobile.manifest import Channel

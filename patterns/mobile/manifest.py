@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -28,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from shared import settings
+from shared.errors import UserError
 from shared.registry import sha256_file
 
 __all__ = [
     "DEFAULT_FORMAT",
     "Channel",
+    "ChannelNameError",
     "Entry",
     "ManifestError",
     "bucket",
@@ -46,10 +49,19 @@ __all__ = [
 _BUCKETS = 10_000
 #: The format of a new channel when none is asked for.
 DEFAULT_FORMAT = "tflite_float32"
+#: A channel name is a file name inside the channels folder, never a path.
+_CHANNEL_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
-class ManifestError(RuntimeError):
-    """A manifest operation that cannot be done (nothing to roll back, unexported version, ...)."""
+class ManifestError(UserError, RuntimeError):
+    """A manifest operation that cannot be done (nothing to roll back, unexported version, ...).
+
+    The caller asked for something the channel's state does not allow: one ``Error:`` line.
+    """
+
+
+class ChannelNameError(UserError, ValueError):
+    """A channel name that is not a plain name (``../x``, ``/tmp/x``): it would escape the home."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,12 @@ def bucket(device_id: str, salt: str) -> float:
 
 
 def channel_path(channel: str, home: Path | None = None) -> Path:
+    """Where the manifest of ``channel`` lives; ``ChannelNameError`` unless it is a plain name."""
+    if not _CHANNEL_NAME.fullmatch(channel):
+        raise ChannelNameError(
+            f"channel name {channel!r} is not allowed: use ASCII letters, digits, '_' and '-' "
+            "(it names a manifest file under $MLPATTERNS_HOME/mobile/channels)"
+        )
     return (home or settings.home()) / "mobile" / "channels" / f"{channel}.json"
 
 

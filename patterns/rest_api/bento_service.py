@@ -29,6 +29,7 @@ from pydantic import BaseModel, create_model, field_validator
 
 from patterns.rest_api.schemas import FIELDS, FlightRequest, InputError
 from patterns.rest_api.service import FlightDelayService, StoreUnavailable
+from shared.settings import env_int
 
 __all__ = ["FlightDelay"]
 
@@ -53,7 +54,7 @@ BentoFlightRequest: type[BaseModel] = create_model(
 
 @bentoml.service(
     name="flight_delay",
-    workers=int(os.environ.get("MLPATTERNS_BENTO_WORKERS", "1")),
+    workers=env_int("MLPATTERNS_BENTO_WORKERS", 1, lo=1),
     traffic={"timeout": 10},
 )
 class FlightDelay:

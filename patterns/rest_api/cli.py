@@ -7,10 +7,13 @@ from typing import Any
 
 import click
 
+from shared.cli import CommandGroup
+from shared.errors import UserError
+
 __all__ = ["load_features", "rest", "run_app", "serve"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandGroup)
 def rest() -> None:
     """REST pattern: FastAPI + onnxruntime with online features from Redis.
 
@@ -48,7 +51,7 @@ def _redis_url(url: str | None) -> str:
     envvar="MLPATTERNS_REST_PORT",
     default=8001,
     show_default=True,
-    type=int,
+    type=click.IntRange(1, 65535),
     help="Port to bind [env MLPATTERNS_REST_PORT].",
 )
 @click.option(
@@ -95,7 +98,7 @@ def _redis_url(url: str | None) -> str:
     "--max-batch-rows",
     default=256,
     show_default=True,
-    type=int,
+    type=click.IntRange(min=1),
     help="Largest micro-batch of concurrent requests scored together.",
 )
 @click.option(
@@ -141,7 +144,7 @@ def serve(
         )
     until = _until(preload_until, "--preload-until") if preload_until else None  # before the model loads
     service = FlightDelayService.from_config(
-        version,
+        _registered_version(version),
         store=store,
         redis_url=_redis_url(redis_url) if store == "redis" else None,
         redis_prefix=redis_prefix,
@@ -181,6 +184,21 @@ def run_app(app: Any, host: str, port: int, log_level: str = "warning") -> None:
         backlog=4096,
         timeout_graceful_shutdown=5,
     )
+
+
+def _registered_version(version: str | None) -> str:
+    """``version`` (latest when None) as the registry has it; a missing one is the caller's mistake.
+
+    The registry raises ``KeyError`` for an unknown version or an empty registry (newer ones a
+    ``UserError`` subclass of it): either way one ``Error:`` line, not a traceback.
+    """
+    from shared.registry import Registry
+
+    registry = Registry()
+    try:
+        return (registry.get(version) if version else registry.latest()).version
+    except KeyError as exc:
+        raise UserError(str(exc.args[0]) if exc.args else str(exc)) from None
 
 
 def _until(text: str, option: str) -> int:
@@ -234,6 +252,9 @@ def load_features(
 
     until = _until(until_text, "--until")
     since = _until(since_text, "--since") if since_text else None
+    if since is not None and since >= until:
+        # An empty window loads nothing, and with --clear it would only wipe the prefix.
+        raise click.UsageError(f"--since {since_text} must be before --until {until_text}")
     store = build_store("redis", _redis_url(redis_url), redis_prefix)
     try:
         store.ping()

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared import settings
 from shared.services.nginx import Nginx
 
 __all__ = ["AccessRecord", "RestFront", "front_port"]
@@ -27,7 +28,7 @@ _SCALE = 100
 
 def front_port() -> int:
     """MLPATTERNS_REST_NGINX_PORT: where nginx serves the REST pattern (default 8000)."""
-    return int(os.environ.get("MLPATTERNS_REST_NGINX_PORT", "8000"))
+    return settings.env_int("MLPATTERNS_REST_NGINX_PORT", 8000, 1, 65535)
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,8 @@ class ColourConfig:
 
     ports: Mapping[Slot, int] = field(
         default_factory=lambda: {
-            Slot.BLUE: int(os.environ.get("MLPATTERNS_REST_BLUE_PORT", "8101")),
-            Slot.GREEN: int(os.environ.get("MLPATTERNS_REST_GREEN_PORT", "8102")),
+            Slot.BLUE: settings.env_int("MLPATTERNS_REST_BLUE_PORT", 8101, 1, 65535),
+            Slot.GREEN: settings.env_int("MLPATTERNS_REST_GREEN_PORT", 8102, 1, 65535),
         }
     )
     store: str = "redis"
@@ -364,7 +364,7 @@ class RegistryCard:
 def default_rest_gates() -> list[Gate]:
     """The core's gates; the shadow phase waits at most MLPATTERNS_REST_SHADOW_TIMEOUT seconds
     (default 120) for live traffic to replay, and is left out when it is 0 (no traffic to judge)."""
-    timeout = float(os.environ.get("MLPATTERNS_REST_SHADOW_TIMEOUT", "120"))
+    timeout = settings.env_float("MLPATTERNS_REST_SHADOW_TIMEOUT", 120.0, lo=0)
     gates = [g for g in default_gates() if not isinstance(g, ShadowGate)]
     if timeout > 0:
         gates.insert(2, ShadowGate(timeout_s=timeout))

@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from shared import settings
+from shared.cli import CommandGroup
+from shared.errors import UserError
+
+if TYPE_CHECKING:
+    from shared.registry import Registry
 
 __all__ = ["stream"]
 
+#: How the registry names versions; a prediction topic is named after one.
+_VERSION = re.compile(r"v[0-9]+")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+#: The one year of the data set: a replay of any other day has no events.
+_DATA_YEAR = 2013
+
+
+def _check_prefix(ctx: click.Context, param: click.Parameter, prefix: str) -> str:
+    # Before any model loads or topic is made: Kafka would refuse the names much later.
+    from patterns.streaming.messages import TopicNameError, Topics
+
+    try:
+        Topics(prefix)
+    except TopicNameError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return prefix
+
+
 _PREFIX = click.option(
-    "--prefix", envvar="MLPATTERNS_STREAM_PREFIX", default="mlp", show_default=True,
+    "--prefix", envvar="MLPATTERNS_STREAM_PREFIX", default="mlp", show_default=True, callback=_check_prefix,
     help="Topic/group name prefix (env MLPATTERNS_STREAM_PREFIX): <prefix>.events, .control, .dlq, …",
 )  # fmt: skip
 _BOOTSTRAP = click.option(
@@ -22,7 +48,32 @@ _BOOTSTRAP = click.option(
 )  # fmt: skip
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _check_date(ctx: click.Context, param: click.Parameter, date: str) -> str:
+    """--date as YYYY-MM-DD of 2013: any other day has no flights to replay."""
+    if not _DATE.fullmatch(date):
+        raise click.BadParameter(f"expected a date as YYYY-MM-DD, got {date!r}")
+    try:
+        year = dt.date.fromisoformat(date).year
+    except ValueError:
+        raise click.BadParameter(f"{date} is not a date") from None
+    if year != _DATA_YEAR:
+        raise click.BadParameter(f"{date} is outside {_DATA_YEAR}, the one year of the data set")
+    return date
+
+
+def _registered(registry: Registry, version: str | None, hint: str = "") -> str:
+    """``version`` (latest when None) as ``registry`` has it; a missing one is the caller's mistake.
+
+    The registry raises ``KeyError`` for an unknown version or an empty registry (newer ones a
+    ``UserError`` subclass of it): either way one ``Error:`` line, not a traceback.
+    """
+    try:
+        return (registry.get(version) if version else registry.latest()).version
+    except KeyError as exc:
+        raise UserError((str(exc.args[0]) if exc.args else str(exc)) + hint) from None
+
+
+@click.group(cls=CommandGroup)
 def stream() -> None:
     """Streaming pattern: Kafka in, stateful features, micro-batched ONNX predictions out.
 
@@ -38,9 +89,12 @@ def stream() -> None:
 @stream.command()
 @_PREFIX
 @_BOOTSTRAP
-@click.option("--date", default="2013-06-01", show_default=True, help="Local date whose flights to replay.")
-@click.option("--days", default=1, show_default=True, help="Number of consecutive days.")
-@click.option("--partitions", default=3, show_default=True, help="Partitions of the events topic (if new).")
+@click.option("--date", default="2013-06-01", show_default=True, callback=_check_date,
+              help="Local date (YYYY-MM-DD, in 2013) whose flights to replay.")  # fmt: skip
+@click.option("--days", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Number of consecutive days.")  # fmt: skip
+@click.option("--partitions", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Partitions of the events topic (if new).")  # fmt: skip
 @click.option("--speed", default=0.0, show_default=True, help="Event-time seconds per second (0: no pacing).")
 @click.option("--rate", default=0.0, show_default=True, help="At most this many messages/s (0: unlimited).")
 def replay(
@@ -77,7 +131,8 @@ def replay(
 @click.option("--cutoff", type=int, default=None,
               help="First start of a group: history before this epoch second, stream from it "
                    "(default: the first event of each partition).")  # fmt: skip
-@click.option("--max-batch", default=500, show_default=True, help="Messages per poll / micro-batch.")
+@click.option("--max-batch", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Messages per poll / micro-batch.")  # fmt: skip
 @click.option("--idle-exit", type=float, default=None, help="Exit after this many idle seconds.")
 @click.option("--no-log", is_flag=True, help="Do not write the prediction log.")
 def work(
@@ -98,7 +153,8 @@ def work(
     from shared.predlog import PredictionLog
     from shared.registry import Registry
 
-    predictor = Predictor.load(version, Registry(registry), FLIGHT_FEATURES.fingerprint())
+    models = Registry(registry)
+    predictor = Predictor.load(_registered(models, version), models, FLIGHT_FEATURES.fingerprint())
     worker = StreamWorker(
         predictor, bootstrap, Topics(prefix), cutoff=cutoff, max_batch=max_batch,
         predlog=None if no_log else PredictionLog("streaming"),
@@ -151,14 +207,23 @@ def read(prefix: str, bootstrap: str, limit: int | None, idle_exit: float) -> No
 @_PREFIX
 @_BOOTSTRAP
 @click.argument("version", required=False)
-def switch_(prefix: str, bootstrap: str, version: str | None) -> None:
+@click.option("--registry", type=click.Path(path_type=Path), default=None, help="Registry root.")
+@click.option("--force", is_flag=True, help="Publish VERSION even if the registry does not have it.")
+def switch_(prefix: str, bootstrap: str, version: str | None, registry: Path | None, force: bool) -> None:
     """Publish VERSION as live on the control topic (no VERSION: show the current route).
 
     This is the raw mechanism; `mlpatterns deploy streaming VERSION` runs it behind the gates.
+    VERSION must be registered (a worker of it can exist) unless --force.
     """
     from patterns.streaming.messages import Topics
     from patterns.streaming.reader import Control
+    from shared.registry import Registry
 
+    # Every reader follows what is published here, so a name no worker can have is refused first.
+    if version and not _VERSION.fullmatch(version):
+        raise click.BadParameter(f"expected a model version like v1, got {version!r}", param_hint="'VERSION'")
+    if version and not force:
+        _registered(Registry(registry), version, hint=" (--force publishes it anyway)")
     control = Control(bootstrap, Topics(prefix))
     route = control.publish(version) if version else control.current()
     click.echo(f"live: {route.version or 'nothing'} (topic {route.topic}, seq {route.seq})")

@@ -15,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.errors import UserError
 from shared.example.flights import REQUEST_FIELDS, WEATHER_FIELDS
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "SOURCE_OF",
     "Event",
     "SchemaError",
+    "TopicNameError",
     "Topics",
     "decode",
     "encode",
@@ -136,11 +139,28 @@ def _check(kind: str, name: str, value: Any, expected: str) -> Any:
     return float(value) if expected.startswith("number") else value
 
 
+#: What Kafka allows in a topic name; the prefix starts every topic (and group) name.
+_TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]+")
+
+
+class TopicNameError(UserError, ValueError):
+    """A topic prefix Kafka would refuse as part of a topic name."""
+
+
 @dataclass(frozen=True)
 class Topics:
     """Names of everything one streaming deployment uses, derived from one ``prefix``."""
 
     prefix: str = "mlp"
+
+    def __post_init__(self) -> None:
+        # Checked here, once: Kafka would refuse the names only later, at the first topic created
+        # or subscribed, with an error that names neither the prefix nor the setting.
+        if not _TOPIC_CHARS.fullmatch(self.prefix):
+            raise TopicNameError(
+                f"topic prefix {self.prefix!r} is not allowed: use ASCII letters, digits, '.', '_' "
+                "and '-' (it starts every topic name)"
+            )
 
     @property
     def events(self) -> str:

@@ -331,7 +331,7 @@ def build_target(
         bootstrap or settings.kafka_bootstrap(),
         Topics(prefix or os.environ.get("MLPATTERNS_STREAM_PREFIX", "mlp")),
         reg.root,
-        workers or int(os.environ.get("MLPATTERNS_STREAM_WORKERS", "1")),
+        workers or settings.env_int("MLPATTERNS_STREAM_WORKERS", 1, lo=1),
     )
     return Target(
         "streaming", switch, FLIGHT_FEATURES.fingerprint(), lambda v: model_card(reg, v), default_gates()
