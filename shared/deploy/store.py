@@ -19,12 +19,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shared.deploy.state import AuditEvent, TargetState
+from shared.errors import UserError
 
-__all__ = ["ConflictError", "RedisStore", "SQLiteStore", "StateStore", "open_store"]
+__all__ = ["ConflictError", "RedisStore", "SQLiteStore", "StateStore", "StateStoreError", "open_store"]
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class ConflictError(RuntimeError):
     """Someone else committed this target since we loaded it."""
+
+
+class StateStoreError(UserError):
+    """The deploy state named by the caller cannot be used: missing, not a database, unreachable."""
 
 
 class StateStore(ABC):
@@ -164,17 +171,63 @@ class RedisStore(StateStore):
     def targets(self) -> list[str]:
         return sorted(self._redis.smembers(f"{self._prefix}:targets"))
 
+    def ping(self) -> None:
+        """Raise ``redis.RedisError`` unless the server answers (the client itself connects lazily)."""
+        self._redis.ping()
+
     def close(self) -> None:
         self._redis.close()
 
 
-def open_store(location: str | Path | None = None) -> StateStore:
-    """``redis://...`` opens a RedisStore; anything else is a SQLite path (default: home/deploy.sqlite)."""
+def open_store(location: str | Path | None = None, *, must_exist: bool = False) -> StateStore:
+    """``redis://``, ``rediss://`` or ``unix://`` opens a RedisStore; anything else is a SQLite path
+    (default: home/deploy.sqlite).
+
+    ``must_exist`` is for commands that only read or undo: a missing SQLite file is then an error,
+    not a new empty state, so a mistyped path does not look like a target never deployed. Every
+    location that cannot be used raises ``StateStoreError`` saying why.
+    """
     if location is None:
         from shared import settings
 
-        return SQLiteStore(settings.home() / "deploy.sqlite")
-    text = str(location)
-    if text.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStore(text)
-    return SQLiteStore(text)
+        path = settings.home() / "deploy.sqlite"
+    else:
+        text = str(location)
+        if text.startswith(_REDIS_SCHEMES):
+            return _open_redis(text)
+        if ":" in text:  # a mistyped URL (redis:/host) would otherwise become a file of that name
+            raise StateStoreError(
+                f"deploy state {text!r} is neither a redis://, rediss:// or unix:// URL nor a "
+                "SQLite path (a path may not contain ':')"
+            )
+        path = Path(text)
+    if must_exist and not path.exists():
+        raise StateStoreError(
+            f"no deploy state at {path}: nothing was deployed with it "
+            "(check --state, MLPATTERNS_DEPLOY_STATE or MLPATTERNS_HOME)"
+        )
+    return _open_sqlite(path)
+
+
+def _open_sqlite(path: Path) -> SQLiteStore:
+    if path.is_dir():
+        raise StateStoreError(f"deploy state {path} is a directory: name a SQLite file in it")
+    try:
+        return SQLiteStore(path)
+    except (sqlite3.Error, OSError) as exc:  # not a database, unwritable directory, ...
+        raise StateStoreError(f"cannot open the deploy state {path} as SQLite: {exc}") from exc
+
+
+def _open_redis(url: str) -> RedisStore:
+    import redis
+
+    try:
+        store = RedisStore(url)
+    except ValueError as exc:  # a malformed URL: redis://host:port-typo
+        raise StateStoreError(f"deploy state {url!r} is not a valid Redis URL: {exc}") from exc
+    try:
+        store.ping()
+    except redis.RedisError as exc:
+        store.close()
+        raise StateStoreError(f"cannot reach the deploy state at {url}: {exc}") from exc
+    return store

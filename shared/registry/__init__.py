@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -21,12 +22,36 @@ from typing import Any
 import numpy as np
 
 from shared import settings
+from shared.errors import UserError
 
-__all__ = ["FingerprintMismatch", "IntegrityError", "ModelVersion", "Registry", "sha256_file"]
+__all__ = [
+    "FingerprintMismatch",
+    "IntegrityError",
+    "InvalidVersion",
+    "ModelVersion",
+    "Registry",
+    "UnknownVersion",
+    "sha256_file",
+]
+
+#: A version is a directory name the registry chose itself: ``v`` and a number, nothing else, so a
+#: name can never point outside the registry (``../x``, ``/abs``) nor be a stray copy (``v1.bak``).
+_VERSION = re.compile(r"v[0-9]+")
 
 
 class IntegrityError(RuntimeError):
-    """An artifact's bytes do not match the checksum recorded when it was registered."""
+    """An artifact's bytes, or a manifest, do not match what was recorded when it was registered."""
+
+
+class UnknownVersion(UserError, KeyError):
+    """No such model version (or an empty registry). Still a ``KeyError``: callers catch that."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidVersion(UnknownVersion):
+    """A name that cannot be a version at all (``v1.bak``, ``../x``): no version has it."""
 
 
 class FingerprintMismatch(RuntimeError):
@@ -175,19 +200,33 @@ class Registry:
                     raise
 
     def _next_number(self) -> int:
-        numbers = [int(p.name[1:]) for p in self.root.glob("v*") if p.name[1:].isdigit()]
-        return max(numbers, default=0) + 1
+        # Every version-named directory counts, even one without a manifest: its name is taken.
+        taken = [_number(p.name) for p in self.root.iterdir() if _VERSION.fullmatch(p.name)]
+        return max(taken, default=0) + 1
+
+    def names(self) -> list[str]:
+        """Names of the published versions, in order; anything else in the root is not a version."""
+        names = [p.name for p in self.root.iterdir() if _VERSION.fullmatch(p.name)]
+        return sorted((n for n in names if (self.root / n / "manifest.json").exists()), key=_number)
 
     def list(self) -> list[ModelVersion]:
-        versions = [self.get(p.name) for p in self.root.glob("v*") if (p / "manifest.json").exists()]
-        return sorted(versions, key=lambda v: int(v.version[1:]))
+        return [self.get(name) for name in self.names()]
 
     def get(self, version: str) -> ModelVersion:
+        """The manifest of ``version``; ``IntegrityError`` when it claims to be another version."""
+        if not _VERSION.fullmatch(version):
+            raise InvalidVersion(f"model version must look like v1, v2, ..., got {version!r}")
         manifest = self.root / version / "manifest.json"
         if not manifest.exists():
-            known = ", ".join(v.name for v in sorted(self.root.glob("v*"))) or "none; run `mlpatterns train`"
-            raise KeyError(f"no model version {version!r} in {self.root} (known: {known})")
+            known = ", ".join(self.names()) or "none; run `mlpatterns train`"
+            raise UnknownVersion(f"no model version {version!r} in {self.root} (known: {known})")
         data = json.loads(manifest.read_text())
+        if data.get("version") != version:
+            # A copied or edited directory: serving it would report one version and run another.
+            raise IntegrityError(
+                f"{manifest.parent}: the manifest says version {data.get('version')!r} but the "
+                f"directory is {version}; refusing to load it (copied or tampered with)"
+            )
         return ModelVersion(
             version=data["version"],
             path=manifest.parent,
@@ -203,7 +242,12 @@ class Registry:
         )
 
     def latest(self) -> ModelVersion:
-        versions = self.list()
-        if not versions:
-            raise KeyError(f"the registry at {self.root} is empty: run `mlpatterns train` first")
-        return versions[-1]
+        # Only the newest manifest is read: a damaged older version does not stop the others.
+        names = self.names()
+        if not names:
+            raise UnknownVersion(f"the registry at {self.root} is empty: run `mlpatterns train` first")
+        return self.get(names[-1])
+
+
+def _number(name: str) -> int:
+    return int(name[1:])

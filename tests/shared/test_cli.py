@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,20 @@ def test_train_then_show_prints_metrics_and_verified_checksums(tmp_path: Path) -
     listed = _mlpatterns("models", "list", home=tmp_path)
     assert listed.stdout.splitlines()[1].startswith("v1")
 
+    # A copy of v1 named v3 still says v1 inside: refused, and listed as such beside the good one.
+    registry = tmp_path / "registry"
+    shutil.copytree(registry / "v1", registry / "v3")
+    shutil.copytree(registry / "v1", registry / "v1.bak")  # not a version name: not listed
+    copied = _mlpatterns("models", "show", "v3", home=tmp_path)
+    assert copied.returncode == 1
+    assert "manifest says version 'v1' but the directory is v3" in copied.stderr
+    listed = _mlpatterns("models", "list", home=tmp_path)
+    assert listed.returncode == 1
+    rows = listed.stdout.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ["v1", "v3"]
+    assert rows[1].startswith("v3       CORRUPTED: ")
+    shutil.rmtree(registry / "v3")
+
     model = tmp_path / "registry" / "v1" / "model.onnx"
     model.write_bytes(model.read_bytes()[:-1] + b"\x00")
     corrupted = _mlpatterns("models", "show", "v1", home=tmp_path)
@@ -44,6 +59,41 @@ def test_unknown_version_and_bad_months_are_clear_errors(tmp_path: Path) -> None
     assert bad.returncode != 0 and "months must be within 1-12" in bad.stderr
     leaky = _mlpatterns("train", "--train-months", "2", "--valid-months", "1-2", home=tmp_path)
     assert leaky.returncode == 2 and "must all come after the training months" in leaky.stderr
+    assert not (tmp_path / "registry").exists() or not any((tmp_path / "registry").iterdir())
+
+
+def test_a_version_name_outside_the_registry_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "outside" / "x").mkdir(parents=True)
+    (tmp_path / "outside" / "x" / "manifest.json").write_text("{}")
+    home = tmp_path / "home"
+    for name in ("../../outside/x", str(tmp_path / "outside" / "x")):  # home/registry/../../outside
+        shown = _mlpatterns("models", "show", name, home=home)
+        assert shown.returncode == 1
+        assert shown.stderr.strip() == f"Error: model version must look like v1, v2, ..., got {name!r}"
+
+
+def test_an_empty_registry_says_where_it_looked(tmp_path: Path) -> None:
+    listed = _mlpatterns("models", "list", home=tmp_path)
+    assert listed.returncode == 0
+    assert listed.stdout.strip() == f"no models in {tmp_path / 'registry'} yet: run `mlpatterns train`"
+
+
+def test_train_options_name_what_is_wrong_with_them(tmp_path: Path) -> None:
+    cases = {
+        ("--train-months", "abc"): "'--train-months'",
+        ("--valid-months", "10-x"): "'--valid-months'",
+    }
+    for args, option in cases.items():
+        bad = _mlpatterns("train", *args, home=tmp_path)
+        assert bad.returncode == 2 and option in bad.stderr
+        assert f"expected months like 1-9 or 1,2,3, got {args[1]!r}" in bad.stderr
+    empty = _mlpatterns("train", "--train-months", "9-1", home=tmp_path)
+    assert empty.returncode == 2 and "'--train-months'" in empty.stderr
+    assert "the range '9-1' is empty" in empty.stderr and "within 1-12" not in empty.stderr
+    no_iterations = _mlpatterns("train", "--max-iter", "0", home=tmp_path)
+    assert no_iterations.returncode == 2
+    assert "Invalid value for '--max-iter': 0 is not in the range x>=1" in no_iterations.stderr
+    assert "Traceback" not in no_iterations.stderr
     assert not (tmp_path / "registry").exists() or not any((tmp_path / "registry").iterdir())
 
 

@@ -36,8 +36,10 @@ departure = st.fixed_dictionaries(
 weather_value = st.one_of(
     st.floats(-20, 110, allow_nan=False).map(lambda x: round(x, 2)), st.just(float("nan"))
 )
+# One value per field, drawn separately: an executor reading the wrong weather column must show.
+weather_values = st.fixed_dictionaries({f: weather_value for f in WEATHER_FIELDS})
 weather = st.fixed_dictionaries(
-    {"obs_ts": times.map(lambda t: t - t % 3600), "origin": origins, "value": weather_value, "j": jitter}
+    {"obs_ts": times.map(lambda t: t - t % 3600), "origin": origins, "values": weather_values, "j": jitter}
 )
 request = st.fixed_dictionaries(
     {
@@ -69,7 +71,7 @@ def _frames(
             "event_id": f"{w['origin']}-{w['obs_ts']}",
             "obs_ts": w["obs_ts"],
             "origin": w["origin"],
-            **{f: w["value"] for f in WEATHER_FIELDS},
+            **w["values"],
         }
         for w in _one_report_per_hour(wx)
     ]
@@ -102,7 +104,7 @@ def _replay(deps: list[dict], wx: list[dict], reqs: pd.DataFrame, executor: Stre
             "event_id": f"{w['origin']}-{w['obs_ts']}",
             "obs_ts": w["obs_ts"],
             "origin": w["origin"],
-            **{f: w["value"] for f in WEATHER_FIELDS},
+            **w["values"],
         }
         arrivals.append((w["obs_ts"] + w["j"], 0, "weather", record))
     for i, r in enumerate(reqs.to_dict("records")):
@@ -199,7 +201,7 @@ awkward_weather = st.fixed_dictionaries(
     {
         "obs_ts": times.map(lambda t: t - t % 3600),
         "origin": st.sampled_from(["EWR", None]),
-        "value": weather_value,
+        "values": weather_values,
     }
 )
 awkward_request = st.fixed_dictionaries(
@@ -226,7 +228,7 @@ def test_offline_reads_awkward_events_as_the_stores_do(redis_server, deps, wx, r
             "event_id": str(i),
             "obs_ts": w["obs_ts"],
             "origin": w["origin"],
-            **{f: w["value"] for f in WEATHER_FIELDS},
+            **w["values"],
         }
         for i, w in enumerate(wx)
     ]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from shared.errors import UserError
 from shared.example.flights import FLIGHT_FEATURES
 from shared.example.train import TrainingConfig, train
 from shared.predictor import Predictor
-from shared.registry import FingerprintMismatch, IntegrityError, Registry
+from shared.registry import FingerprintMismatch, IntegrityError, InvalidVersion, Registry, UnknownVersion
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +68,60 @@ def test_versions_are_numbered_and_listed_in_order(registry, tmp_path) -> None:
         registry.get("v99")
     assert [m.version for m in registry.list()] == ["v1"]
     assert registry.latest().version == "v1"
+
+
+def _copy_version(root: Path, source: str, name: str, claims: str | None = None) -> None:
+    """Copy ``source`` to directory ``name``; its manifest then claims ``claims`` (default: unchanged)."""
+    shutil.copytree(root / source, root / name)
+    if claims is not None:
+        manifest = root / name / "manifest.json"
+        manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"version": claims}))
+
+
+@pytest.fixture
+def private(registry: Registry, tmp_path: Path) -> Registry:
+    """A copy of the module's registry this test may damage."""
+    shutil.copytree(registry.root, tmp_path / "home" / "registry")
+    return Registry(tmp_path / "home" / "registry")
+
+
+@pytest.mark.parametrize("name", ["../outside/x", "/abs/path", "v1.bak", "v1-old", "1", "v", "V1", "v1/"])
+def test_a_version_name_must_be_v_and_a_number(private: Registry, name: str) -> None:
+    outside = private.root.parent / "outside" / "x"  # a model beside, not inside, the registry
+    shutil.copytree(private.root / "v1", outside)
+    with pytest.raises(InvalidVersion, match=r"model version must look like v1, v2, \.\.\., got ") as caught:
+        private.get(name)
+    assert isinstance(caught.value, UserError) and isinstance(caught.value, KeyError)
+    with pytest.raises(InvalidVersion):
+        Predictor.load(name, private)
+
+
+def test_a_copied_version_whose_manifest_names_another_is_refused(private: Registry) -> None:
+    _copy_version(private.root, "v1", "v7")  # its manifest still says v1
+    with pytest.raises(IntegrityError, match=r"manifest says version 'v1' but the directory is v7"):
+        private.get("v7")
+    with pytest.raises(IntegrityError, match="v7"):
+        Predictor.load(None, private)  # the latest is v7: refused, not served as "v7"
+    assert private.names() == ["v1", "v7"]
+
+
+def test_only_version_named_directories_are_listed(private: Registry) -> None:
+    _copy_version(private.root, "v1", "v1.bak")
+    _copy_version(private.root, "v1", "v1-old", claims="v1-old")
+    _copy_version(private.root, "v1", "v10", claims="v10")
+    _copy_version(private.root, "v1", "v2", claims="v2")
+    assert [v.version for v in private.list()] == ["v1", "v2", "v10"]
+    assert private.latest().version == "v10"
+    assert private.latest().path == private.root / "v10"
+
+
+def test_a_missing_version_is_a_user_error_that_is_still_a_key_error(private: Registry, tmp_path) -> None:
+    with pytest.raises(UnknownVersion) as caught:
+        private.get("v99")
+    assert isinstance(caught.value, UserError) and isinstance(caught.value, KeyError)
+    assert str(caught.value) == f"no model version 'v99' in {private.root} (known: v1)"
+    empty = Registry(tmp_path / "empty")
+    with pytest.raises(UnknownVersion) as caught:
+        empty.latest()
+    assert isinstance(caught.value, UserError) and isinstance(caught.value, KeyError)
+    assert str(caught.value) == f"the registry at {empty.root} is empty: run `mlpatterns train` first"
