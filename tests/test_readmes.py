@@ -1,10 +1,17 @@
-"""Every ```python block of every README runs, as written, in a fresh interpreter."""
+"""Every ```python block of every README runs, as written, in a fresh interpreter.
+
+Running a block does not run the bodies of the functions it only defines, so those must not use
+names the block never defines either, unless the block says on its first line that it is a sketch
+(``# sketch ...``): an outline whose bodies call the reader's own infrastructure.
+"""
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import subprocess
+import symtable
 import sys
 from pathlib import Path
 
@@ -13,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 READMES = sorted([ROOT / "README.md", *ROOT.glob("patterns/*/README.md"), *ROOT.glob("shared/**/README.md")])
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+SKETCH = "# sketch"
 
 
 def _blocks() -> list[tuple[str, str]]:
@@ -36,3 +44,32 @@ def test_readme_code_block_runs(name: str, code: str, tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+
+
+def _undefined_in_function_bodies(code: str) -> set[str]:
+    """Global names some function of ``code`` reads that the block neither assigns nor imports."""
+    top = symtable.symtable(code, "<readme>", "exec")
+    defined = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    defined |= set(dir(builtins))
+    missing: set[str] = set()
+    tables = list(top.get_children())
+    while tables:
+        table = tables.pop()
+        tables.extend(table.get_children())
+        if table.get_type() == "function":
+            missing |= {s.get_name() for s in table.get_symbols() if s.is_referenced() and s.is_global()}
+    return missing - defined
+
+
+def test_undefined_names_are_caught_in_function_bodies() -> None:
+    code = "import os\nX = 1\ndef f(a):\n    b = a + X\n    return os.sep, b, len(b), start_worker(b)\n"
+    assert _undefined_in_function_bodies(code) == {"start_worker"}
+
+
+COMPLETE = [(name, code) for name, code in _blocks() if not code.startswith(SKETCH)]
+
+
+@pytest.mark.parametrize(("name", "code"), COMPLETE, ids=[name for name, _ in COMPLETE])
+def test_readme_functions_use_only_defined_names_unless_a_sketch(name: str, code: str) -> None:
+    missing = _undefined_in_function_bodies(code)
+    assert not missing, f"{name} uses undefined {sorted(missing)}: define them or start it with {SKETCH!r}"

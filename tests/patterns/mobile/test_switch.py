@@ -10,7 +10,7 @@ import pytest
 from patterns.mobile.manifest import Channel
 from patterns.mobile.model import mobile_registry
 from patterns.mobile.switch import build_target
-from shared.deploy import Deployer, Slot, SQLiteStore
+from shared.deploy import Deployer, GoldenSetGate, Slot, SQLiteStore
 from shared.registry import ModelVersion
 
 
@@ -32,7 +32,10 @@ def test_deploy_publishes_and_canary_sets_rollout(
     assert chan.load()["rollout_percent"] == 30.0
     switch.route({Slot.BLUE: 1.0})
     assert chan.load()["candidate"] is None
-    assert np.isfinite(switch.predict(Slot.BLUE, mobile_version.golden_set()[0])).all()
+    # The uploaded bytes reproduce the golden outputs recorded at training, within the gate's tolerance.
+    golden_atol = next(g for g in target.gates if isinstance(g, GoldenSetGate)).atol
+    inputs, outputs = mobile_version.golden_set()
+    np.testing.assert_allclose(switch.predict(Slot.BLUE, inputs), outputs, rtol=0, atol=golden_atol)
 
 
 def test_deploy_manages_the_channel_the_mobile_commands_do(

@@ -29,7 +29,7 @@ from shared.deploy import (
 from tests.shared.deploy.deploy_world import ALL, CANARY, Crash, CrashingSwitch, World
 
 KINDS = ["good", "good", "bad", "err", "drift", "newfeat"]
-Trace = list[tuple["Slot", "SlotState", bool, bool]]
+Trace = list[tuple["Slot", "SlotState", bool]]
 
 
 def _family(version: str) -> str:
@@ -136,17 +136,36 @@ DeployMachine.TestCase.settings = settings(
 test_random_operation_sequences = DeployMachine.TestCase
 
 
-MOVES = st.lists(st.tuples(st.sampled_from(list(Slot)), st.sampled_from(list(SlotState))), max_size=60)
+_RESETS = (SlotState.STAGED, SlotState.FAILED, SlotState.ROLLED_BACK, SlotState.RETIRED)
 
 
-def _apply(
-    moves: list[tuple[Slot, SlotState]],
-) -> tuple[TargetState, list[tuple[Slot, SlotState, bool, bool]]]:
-    """Apply the legal moves; record for each: (slot, new state, verified since staged, failed since)."""
+@st.composite
+def _moves(draw: st.DrawFn) -> list[tuple[Slot, SlotState]]:
+    """Mostly moves the table allows from the slot's current state, preferring the ones that do not
+    abort (so many sequences reach LIVE), with some illegal moves mixed in."""
+    current = {s: SlotState.EMPTY for s in Slot}
+    moves = []
+    for _ in range(draw(st.integers(0, 60))):
+        slot = draw(st.sampled_from(list(Slot)))
+        legal = sorted(TRANSITIONS[current[slot]])
+        onward = [s for s in legal if s not in (SlotState.FAILED, SlotState.ROLLED_BACK)] or legal
+        kind = draw(st.integers(0, 9))
+        choices = onward if kind < 6 else legal if kind < 9 else list(SlotState)
+        to = draw(st.sampled_from(choices))
+        if to in legal:
+            current[slot] = to
+        moves.append((slot, to))
+    return moves
+
+
+MOVES = _moves()
+
+
+def _apply(moves: list[tuple[Slot, SlotState]]) -> tuple[TargetState, Trace]:
+    """Apply the moves the state accepts; record for each: (slot, new state, verified since reset)."""
     state = TargetState("x")
     trace: Trace = []
-    verified = {s: False for s in Slot}
-    failed = {s: False for s in Slot}
+    verified = {s: False for s in Slot}  # a VERIFIED came after the last STAGED/FAILED/ROLLED_BACK/RETIRED
     for i, (slot, to) in enumerate(moves):
         before = state.to_json()
         try:
@@ -154,21 +173,30 @@ def _apply(
         except TransitionError:
             assert state.to_json() == before  # a refused move changes nothing
             continue
-        if to is SlotState.STAGED:
-            verified[slot] = failed[slot] = False
+        if to in _RESETS:
+            verified[slot] = False
         verified[slot] |= to is SlotState.VERIFIED
-        failed[slot] |= to is SlotState.FAILED
-        trace.append((slot, to, verified[slot], failed[slot]))
+        trace.append((slot, to, verified[slot]))
     return state, trace
 
 
-@settings(max_examples=300, deadline=None)
-@given(MOVES)
-def test_live_is_reachable_only_through_passed_verification(moves: list[tuple[Slot, SlotState]]) -> None:
-    _, trace = _apply(moves)
-    for slot, to, verified, failed in trace:
-        if to in (SlotState.CANARY, SlotState.LIVE):
-            assert verified and not failed, f"{slot} reached {to} unverified"
+def test_live_is_reachable_only_through_passed_verification() -> None:
+    reached_live: list[bool] = []
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(MOVES)
+    def check(moves: list[tuple[Slot, SlotState]]) -> None:
+        _, trace = _apply(moves)
+        for slot, to, verified in trace:
+            if to in (SlotState.CANARY, SlotState.LIVE):
+                assert verified, f"{slot} reached {to} without a VERIFIED since its last reset: {trace}"
+        reached_live.append(any(to is SlotState.LIVE for _, to, _ in trace))
+
+    check()
+    # The property is only tested by sequences that get there: at least half must (about 70 % do).
+    assert sum(reached_live) >= len(reached_live) // 2, (
+        f"{sum(reached_live)}/{len(reached_live)} reached LIVE"
+    )
 
 
 @settings(max_examples=200, deadline=None)

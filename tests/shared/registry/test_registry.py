@@ -60,14 +60,27 @@ def test_a_model_of_other_feature_definitions_is_refused(registry) -> None:
         Predictor(v, running_fingerprint="flight_delay:0000000000000000")
 
 
-def test_versions_are_numbered_and_listed_in_order(registry, tmp_path) -> None:
-    v = registry.get("v1")
+def test_versions_are_numbered_and_listed_in_order(private: Registry) -> None:
+    v = private.get("v1")
     manifest = json.loads((v.path / "manifest.json").read_text())
     assert manifest["training"]["train_months"] == [1]
     with pytest.raises(KeyError, match="no model version 'v99'"):
-        registry.get("v99")
-    assert [m.version for m in registry.list()] == ["v1"]
-    assert registry.latest().version == "v1"
+        private.get("v99")
+    inputs, outputs = v.golden_set()
+    for _ in range(9):  # v2 .. v10: v10 must sort after v9, not between v1 and v2
+        private.register(
+            {"model.onnx": v.path / "model.onnx", "model.pkl": v.path / "model.pkl"},
+            feature_set=v.feature_set,
+            feature_fingerprint=v.feature_fingerprint,
+            feature_names=v.feature_names,
+            training=v.training,
+            metrics=v.metrics,
+            data_fingerprint=v.data_fingerprint,
+            golden_inputs=inputs,
+            golden_outputs=outputs,
+        )
+    assert [m.version for m in private.list()] == [f"v{i}" for i in range(1, 11)]
+    assert private.latest().version == "v10"
 
 
 def _copy_version(root: Path, source: str, name: str, claims: str | None = None) -> None:
