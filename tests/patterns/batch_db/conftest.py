@@ -8,20 +8,63 @@ drops its tables afterwards.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
 from patterns.batch_db.cli import batch
-from patterns.batch_db.store import PredictionTableStore, open_store
-from shared.example.flights import FLIGHT_FEATURES
+from patterns.batch_db.store import Prediction, PredictionTableStore, open_store
+from shared.example.data import departures, load_flights, load_weather
+from shared.example.flights import FLIGHT_FEATURES, REQUEST_FIELDS
+from shared.features import OfflineExecutor
 from shared.predictor import Predictor
 from shared.registry import Registry
 
 #: A March day: the models below are trained on January/February, so these are unseen flights.
 DAY = "2013-03-01"
+
+
+@lru_cache(maxsize=1)
+def _sources() -> dict[str, pd.DataFrame]:
+    return {"departures": departures(load_flights()), "weather": load_weather()}
+
+
+def offline_features(flights: pd.DataFrame) -> pd.DataFrame:
+    """Features of ``flights`` computed here, independently of the scorer: one ``OfflineExecutor``
+    call over the whole departure history and weather (no chunks, no trimmed windows)."""
+    return OfflineExecutor(FLIGHT_FEATURES).compute(
+        flights[list(REQUEST_FIELDS)].reset_index(drop=True), _sources()
+    )
+
+
+def offline_scores(predictor: Predictor, flights: pd.DataFrame) -> dict[str, float]:
+    """flight id -> the model's probability on the offline features of that flight."""
+    proba = predictor.predict_proba(offline_features(flights).to_numpy(np.float32))
+    return dict(zip(flights["flight_id"].astype(str), map(float, proba), strict=True))
+
+
+def stored_predictions(
+    store: PredictionTableStore, table: str, flight_ids: Iterable[str]
+) -> dict[str, Prediction | None]:
+    """flight id -> the row ``table`` holds for it (None when it holds none)."""
+    return {fid: store.get_prediction(table, fid) for fid in flight_ids}
+
+
+def assert_scores_match(
+    store: PredictionTableStore, table: str, expected: dict[str, float], version: str
+) -> None:
+    """``table`` holds exactly the flights of ``expected``, each with its expected score."""
+    assert len(store.scores(table)) == len(expected)
+    wrong = {}
+    for fid, got in stored_predictions(store, table, expected).items():
+        if got is None or got.model_version != version or abs(got.score - expected[fid]) > 1e-7:
+            wrong[fid] = (got, expected[fid])
+    assert not wrong, f"{len(wrong)} of {len(expected)} stored rows wrong, e.g. {list(wrong.items())[:2]}"
 
 
 @pytest.fixture(scope="session")

@@ -18,13 +18,13 @@ from patterns.batch_db import (
 )
 from patterns.batch_db.cli import batch
 from patterns.batch_db.store import date_of, salt
-from shared.example.data import departures, load_flights, load_weather
+from shared.deploy.metrics import psi
+from shared.example.data import load_flights
 from shared.example.flights import FLIGHT_FEATURES, REQUEST_FIELDS
-from shared.features import OfflineExecutor
 from shared.predictor import Predictor
 from shared.predlog import iter_records
 
-from .conftest import DAY
+from .conftest import DAY, offline_features, offline_scores, stored_predictions
 
 
 def _scorer(store: PredictionTableStore, predictor: Predictor, **kwargs: object) -> BatchScorer:
@@ -44,15 +44,16 @@ def test_row_key_is_salted_and_recomputable() -> None:
     assert len(salts) == 16  # a day's keys spread over every bucket
 
 
+@pytest.mark.parametrize("write_batch", [50_000, 200])  # one chunk for the day, and five
 def test_publish_then_read_through_pointer(
-    store: PredictionTableStore, predictors: dict[str, Predictor]
+    store: PredictionTableStore, predictors: dict[str, Predictor], write_batch: int
 ) -> None:
     flights = _day_flights()
     reader = PredictionReader(store)
     with pytest.raises(NotPublished):
         reader.get(flights["flight_id"][0])
 
-    run = _scorer(store, predictors["v1"]).score([DAY])
+    run = _scorer(store, predictors["v1"], write_batch=write_batch).score([DAY])
     assert run.status == "written" and run.rows == len(flights) == run.inputs
     with pytest.raises(NotPublished):  # written but not published: invisible to readers
         reader.get(flights["flight_id"][0])
@@ -61,18 +62,18 @@ def test_publish_then_read_through_pointer(
     assert result.ok, result.reason
     assert store.pointer(DAY).table == run.table  # type: ignore[union-attr]
 
-    # The stored score is what the model gives on offline features computed independently here.
-    sample = flights.iloc[::97].reset_index(drop=True)
-    sources = {"departures": departures(load_flights()), "weather": load_weather()}
-    X = OfflineExecutor(FLIGHT_FEATURES).compute(sample[list(REQUEST_FIELDS)], sources).to_numpy(np.float32)
-    expected = predictors["v1"].predict_proba(X)
-    for fid, want in zip(sample["flight_id"], expected, strict=True):
+    # Every stored score is what the model gives on offline features computed independently here.
+    expected = offline_scores(predictors["v1"], flights)
+    assert len(store.scores(run.table)) == len(expected)
+    wrong = {}
+    for fid, want in expected.items():
         got = reader.get(fid)
-        assert got is not None
-        assert got.score == pytest.approx(want, abs=1e-7)
-        assert got.model_version == "v1"
-        assert got.feature_fingerprint == FLIGHT_FEATURES.fingerprint()
-        assert got.run_id == run.run_id
+        assert got is not None, fid
+        if abs(got.score - want) > 1e-7:
+            wrong[fid] = (got.score, want)
+        assert (got.model_version, got.feature_fingerprint) == ("v1", FLIGHT_FEATURES.fingerprint())
+        assert (got.run_id, got.table) == (run.run_id, run.table)
+    assert not wrong, f"{len(wrong)} of {len(expected)} scores wrong, e.g. {list(wrong.items())[:3]}"
     assert reader.get("20130301-XX1-EWR-0000") is None  # published day, unknown flight
 
 
@@ -86,8 +87,11 @@ def test_switch_version_and_rollback(store: PredictionTableStore, predictors: di
     assert run2.table != run1.table
     result = publish_run(store, run2)
     assert result.ok, result.reason
+    # The gate compared the v2 scores with the v1 scores that were live: recompute it from the tables.
     psi_check = next(c for c in result.checks if c.name == "psi")
-    assert psi_check.value is not None  # compared with the v1 scores that were live
+    want = psi(store.scores(run1.table, [DAY]), store.scores(run2.table, [DAY]))
+    assert want > 0  # the two models score the day differently
+    assert psi_check.value == pytest.approx(want, rel=1e-12)
     v2 = reader.get(fid)
     assert v1 is not None and v2 is not None
     assert (v1.model_version, v2.model_version) == ("v1", "v2")
@@ -275,8 +279,16 @@ def test_prediction_log_records_what_was_served(
     run = _scorer(store, predictors["v1"], log=PredictionLog("batch_db", root=root)).score([DAY])
     records = list(iter_records("batch_db", root=root))
     assert len(records) == run.rows
-    one = records[5]
-    stored = store.get_prediction(run.table, one["request_id"])
-    assert stored is not None and stored.score == pytest.approx(one["prediction"])
-    assert set(one["request"]) == set(REQUEST_FIELDS)
-    assert set(one["features"]) == set(FLIGHT_FEATURES.names)
+    ids = [r["request_id"] for r in records]
+    flights = _day_flights().set_index("flight_id", drop=False)
+    assert sorted(ids) == sorted(flights["flight_id"]) and {r["model_version"] for r in records} == {"v1"}
+    requests = pd.DataFrame([r["request"] for r in records], index=pd.Index(ids, name="flight_id"))
+    want_requests = flights.loc[ids, list(REQUEST_FIELDS)]
+    pd.testing.assert_frame_equal(requests[list(REQUEST_FIELDS)], want_requests, check_dtype=False)
+    assert all(set(r["features"]) == set(FLIGHT_FEATURES.names) for r in records)
+    logged = np.array([[r["features"][n] for n in FLIGHT_FEATURES.names] for r in records], np.float64)
+    offline = offline_features(flights).set_index(flights.index).loc[ids, list(FLIGHT_FEATURES.names)]
+    np.testing.assert_allclose(logged, offline.to_numpy(np.float64), rtol=1e-12, atol=0, equal_nan=True)
+    stored = stored_predictions(store, run.table, ids)
+    served = {fid: None if p is None else p.score for fid, p in stored.items()}
+    assert served == pytest.approx({r["request_id"]: r["prediction"] for r in records}, abs=1e-12)

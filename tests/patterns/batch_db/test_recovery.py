@@ -13,6 +13,8 @@ from patterns.batch_db import BatchScorer, PredictionReader, PredictionTableStor
 from shared import settings
 from shared.predictor import Predictor
 
+from .conftest import assert_scores_match, offline_scores
+
 DATES = [f"2013-03-{d:02d}" for d in range(1, 11)]
 
 
@@ -104,15 +106,17 @@ def test_sigkill_mid_write_then_rerun(
     assert {p.table for p in store.pointers(DATES).values()} == {live.table}
     assert reader.get(fid) == before
 
+    # Other chunks than the killed run's (5 of them): every row must still get its own score.
     rerun = subprocess.run(
         _cli(store_options, "score", "--from", DATES[0], "--to", DATES[-1], "--version", "v2",
-             "--log-fraction", "0"),
+             "--chunk", "2000", "--log-fraction", "0"),
         env=_env(store_options), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr
     done = store.load_run(target_run)
     assert done is not None and done.status == "published" and done.table == table
     assert len(store.scores(table)) == len(inputs) == done.rows
+    assert_scores_match(store, table, offline_scores(predictors["v2"], inputs), "v2")
     after = reader.get(fid)
     assert after is not None and after.model_version == "v2" and after.table == table
     assert store.pointer(DATES[0]).history == [live.table]  # type: ignore[union-attr]
