@@ -195,6 +195,8 @@ def read(prefix: str, bootstrap: str, limit: int | None, idle_exit: float) -> No
             batch = reader.poll()
             if batch:
                 idle = time.monotonic()
+            if limit is not None:
+                batch = batch[: limit - served]  # a poll returns up to a whole batch: stop at the limit
             for s in batch:
                 sys.stdout.write(json.dumps(s.value) + "\n")
             served += len(batch)

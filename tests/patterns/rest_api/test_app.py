@@ -256,8 +256,13 @@ def test_metrics_count_requests_errors_and_latency_by_version_and_endpoint(
         - value(before, "mlpatterns_rest_errors_total", status="422", **labels)
         == 1
     )
-    assert value(text, "mlpatterns_rest_latency_seconds_count", **labels) >= 6
-    assert value(text, "mlpatterns_rest_predictions_total", **labels) >= 5
+
+    def delta(name: str) -> float:
+        return value(text, name, **labels) - value(before, name, **labels)
+
+    assert delta("mlpatterns_rest_latency_seconds_count") == 6  # every request, refused or not
+    assert delta("mlpatterns_rest_latency_seconds_sum") > 0
+    assert delta("mlpatterns_rest_predictions_total") == 5  # one flight per successful request
     assert value(text, "mlpatterns_rest_model_info", model_version="v1", slot="blue") == 1
 
 

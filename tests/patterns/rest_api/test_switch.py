@@ -35,6 +35,7 @@ from shared.deploy import (
     Target,
 )
 from shared.example.data import load_flights
+from shared.predictor import Predictor
 from shared.registry import ModelVersion, Registry
 from shared.services.nginx import Nginx
 
@@ -221,8 +222,28 @@ def test_admin_endpoints_of_a_colour_refuse_requests_without_the_token(world: Wo
     assert httpx.get(url + "/admin/info", headers={"x-admin-token": "wrong"}, timeout=5).status_code == 403
 
 
-def test_switch_to_green_under_load_loses_no_request(world: World) -> None:
+def test_switch_to_green_under_load_loses_no_request(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     v1, v2 = world.versions["v1"], world.versions["v2"]
+    # Spy on the shadow gate's inputs: the feature rows it had scored, and the pairs it judged.
+    in_shadow, scored, judged = [False], [], []
+    real_predict, real_pairs = world.switch.predict, world.switch.shadow_pairs
+
+    def predict(slot: Slot, X: np.ndarray) -> np.ndarray:
+        if in_shadow[0]:
+            scored.append(np.asarray(X, dtype=np.float32))
+        return real_predict(slot, X)
+
+    def shadow_pairs() -> Any:
+        in_shadow[0] = True
+        try:
+            pairs = real_pairs()
+        finally:
+            in_shadow[0] = False
+        judged.append(pairs)
+        return pairs
+
+    monkeypatch.setattr(world.switch, "predict", predict)
+    monkeypatch.setattr(world.switch, "shadow_pairs", shadow_pairs)
     with Load(world.switch.front.url, world.bodies) as load:
         load.wait_for(500)
         result = _deploy(world, "v2")
@@ -241,6 +262,19 @@ def test_switch_to_green_under_load_loses_no_request(world: World) -> None:
     assert world.switch.running() == {Slot.BLUE: v1, Slot.GREEN: v2}  # old colour kept warm
     shadow = next(g for g in result.gates if g.gate == "shadow")
     assert shadow.passed and not shadow.skipped and shadow.metrics["pairs"] >= 100
+    # The gate compared live (v1) with the candidate (v2): each pair is v1's served score and v2's
+    # score of the same logged features, and the two models honestly differ.
+    live, cand = judged[-1]
+    X = np.concatenate(scored)
+    assert len(live) == len(cand) == len(X) == shadow.metrics["pairs"]
+    fingerprint = world.target.feature_fingerprint
+    np.testing.assert_allclose(
+        Predictor(world.registry.get(v2), fingerprint).predict_proba(X), cand, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        Predictor(world.registry.get(v1), fingerprint).predict_proba(X), live, atol=1e-6
+    )
+    assert shadow.metrics["mean_abs_diff"] > 0
     bake = [g for g in result.gates if g.gate == "guardrails"][-1]
     assert bake.passed and not bake.skipped and bake.metrics["requests"] >= 50
 

@@ -11,6 +11,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
 
 from patterns.streaming.messages import Topics, ensure_topics, producer
 from patterns.streaming.reader import PredictionReader, Served
@@ -28,16 +32,30 @@ from shared.deploy import (
     SQLiteStore,
     Strategy,
 )
+from shared.example.flights import FLIGHT_FEATURES
+from shared.predictor import Predictor
 from shared.registry import Registry
 
 
 def test_switch_and_rollback_lose_nothing_and_serve_each_flight_once(
-    bootstrap: str, topics: Topics, registry: Registry, day: tuple[int, int], tmp_path: Path
-) -> None:
+    bootstrap: str, topics: Topics, registry: Registry, day: tuple[int, int], tmp_path: Path,
+    offline: Callable[..., Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     start, end = day
     replayer = Replayer(bootstrap, topics, partitions=2)
     target = build_target(bootstrap=bootstrap, prefix=topics.prefix, registry=registry)
     switch = target.switch
+    assert isinstance(switch, StreamSwitch)
+    judged: list[tuple[np.ndarray, np.ndarray]] = []  # the (live, candidate) pairs the shadow gate saw
+    real_pairs = switch.shadow_pairs
+
+    def shadow_pairs() -> tuple[np.ndarray, np.ndarray] | None:
+        pairs = real_pairs()
+        if pairs is not None:
+            judged.append(pairs)
+        return pairs
+
+    monkeypatch.setattr(switch, "shadow_pairs", shadow_pairs)
     gates = [
         ReadinessGate(timeout_s=90, poll_s=0.5),
         GoldenSetGate(),
@@ -69,6 +87,7 @@ def test_switch_and_rollback_lose_nothing_and_serve_each_flight_once(
         assert second.ok, second.reason
         assert {g.gate for g in second.gates} >= {"readiness", "golden_set", "shadow", "guardrails"}
         assert all(g.passed and not g.skipped for g in second.gates if g.gate in ("golden_set", "shadow"))
+        shadow = next(g for g in second.gates if g.gate == "shadow")
         at_switch = len(served)
         _wait(lambda: len(served) >= at_switch + 100 and served[-1].version == "v2")
         state = deployer.rollback("test rollback")
@@ -93,6 +112,15 @@ def test_switch_and_rollback_lose_nothing_and_serve_each_flight_once(
     runs = [v for i, v in enumerate(versions) if i == 0 or versions[i - 1] != v]
     assert runs == ["v1", "v2", "v1"]
     assert [r.version for r in reader.switches] == ["v1", "v2", "v1"]
+    # The shadow gate compared live v1 with candidate v2: each pair is one flight's v1 and v2 scores
+    # (exactly the offline ones), and the two models honestly differ.
+    live, cand = judged[-1]
+    assert len(live) == shadow.metrics["pairs"] >= 100
+    p1 = offline(Predictor(registry.get("v1"), FLIGHT_FEATURES.fingerprint()), start, end)
+    p2 = offline(Predictor(registry.get("v2"), FLIGHT_FEATURES.fingerprint()), start, end)
+    per_flight = {(p1[f][0], p2[f][0]) for f in p1}
+    assert all((a, b) in per_flight for a, b in zip(live.tolist(), cand.tolist(), strict=True))
+    assert shadow.metrics["mean_abs_diff"] > 0
 
 
 def test_bake_guardrail_counts_the_candidates_dead_letters(

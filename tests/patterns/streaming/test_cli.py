@@ -3,6 +3,7 @@ before anything reaches Kafka: a bad route on the control topic would break ever
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from patterns.streaming.cli import stream
-from patterns.streaming.messages import TopicNameError, Topics
+from patterns.streaming.messages import TopicNameError, Topics, ensure_topics, producer
 from patterns.streaming.reader import Control
 from patterns.streaming.switch import build_target
 from shared.errors import UserError
@@ -135,3 +136,28 @@ def test_the_worker_count_from_the_environment_is_checked(
     monkeypatch.setenv("MLPATTERNS_STREAM_WORKERS", "3")
     switch: Any = build_target(bootstrap=bootstrap, prefix=topics.prefix, registry=registry).switch
     assert switch.workers == 3
+
+
+def test_read_stops_at_exactly_the_limit_within_one_poll(bootstrap: str, topics: Topics) -> None:
+    # 200 predictions already on the live topic: the reader's first poll returns many of them at once.
+    ensure_topics(bootstrap, {topics.events: 1, topics.predictions("v1"): 1})
+    out = producer(bootstrap, "test-read-limit")
+    for i in range(200):
+        body = {
+            "flight_id": f"f{i}",
+            "model_version": "v1",
+            "probability": 0.25,
+            "sched_ts": 1_360_836_000 + i,
+        }
+        out.send(topics.predictions("v1"), json.dumps(body).encode())
+    out.flush()
+    out.close()
+    Control(bootstrap, topics).publish("v1")
+    result = CliRunner().invoke(
+        stream,
+        ["read", "--prefix", topics.prefix, "--bootstrap", bootstrap, "--limit", "5", "--idle-exit", "10"],
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [v["flight_id"] for v in lines] == [f"f{i}" for i in range(5)]
+    assert "served 5 predictions" in result.stderr

@@ -34,6 +34,7 @@ def test_sigkill_mid_stream_then_scale_out_loses_nothing(
         read_topic(bootstrap, topics.predictions("v1"), lambda v: len(v) >= 100)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
+        at_kill = _written(bootstrap, topics.predictions("v1"))  # all the killed worker ever wrote
         # Restart as two workers of the same group: partitions are spread over them (a rebalance),
         # each rebuilds its partitions' state from history up to the committed cut-off.
         workers("v1", "--max-batch", "50")
@@ -50,6 +51,9 @@ def test_sigkill_mid_stream_then_scale_out_loses_nothing(
         lambda v: {x["flight_id"] for x in v} >= set(expected),
         timeout_s=120,
     )
+    # The kill landed mid-stream: the first worker had scored only part of the day; the rest came
+    # from the restarted workers.
+    assert 100 <= at_kill < len(expected) and len(values) > at_kill
     # At least once: duplicates may exist (the key lets readers drop them), but each one is identical.
     assert {v["flight_id"] for v in values} == set(expected)
     assert all(v["probability"] == expected[v["flight_id"]][0] for v in values)
@@ -64,6 +68,19 @@ def test_sigkill_mid_stream_then_scale_out_loses_nothing(
     while not spread():
         assert time.monotonic() < deadline, f"not spread: {[_assigned(log) for log in restarted]}"
         time.sleep(0.5)
+
+
+def _written(bootstrap: str, topic: str) -> int:
+    """Messages in ``topic`` now (the sum of its partitions' end offsets)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        assert tps, f"{topic} has no partitions"
+        return sum(consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
 
 
 def _assigned(log: Path) -> set[int]:
