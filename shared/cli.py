@@ -11,7 +11,7 @@ import click
 
 from shared.errors import UserError
 
-__all__ = ["CommandGroup", "features", "models", "train"]
+__all__ = ["CommandGroup", "features", "models", "months_callback", "train"]
 
 
 class CommandGroup(click.Group):
@@ -31,8 +31,11 @@ class CommandGroup(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
-def _months(ctx: click.Context, param: click.Parameter, text: str) -> tuple[int, ...]:
-    """Click callback: '1-9' or '10,11,12' -> a tuple of months; errors name the option."""
+def months_callback(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[int, ...] | None:
+    """Click callback of every months option: '1-9' or '10,11,12' -> a tuple of months (None stays
+    None: the command's own default); errors name the option."""
+    if text is None:
+        return None
     months: list[int] = []
     for part in text.split(","):
         lo, dash, hi = (piece.strip() for piece in part.partition("-"))
@@ -54,7 +57,7 @@ def _months(ctx: click.Context, param: click.Parameter, text: str) -> tuple[int,
     show_default=True,
     envvar="MLPATTERNS_TRAIN_MONTHS",
     show_envvar=True,
-    callback=_months,
+    callback=months_callback,
     help="Months of 2013 to train on, e.g. 1-9 or 1,2,3.",
 )
 @click.option(
@@ -63,7 +66,7 @@ def _months(ctx: click.Context, param: click.Parameter, text: str) -> tuple[int,
     show_default=True,
     envvar="MLPATTERNS_VALID_MONTHS",
     show_envvar=True,
-    callback=_months,
+    callback=months_callback,
     help="Later months to validate on (a time-based split: never earlier than training).",
 )
 @click.option(

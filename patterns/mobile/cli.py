@@ -7,25 +7,10 @@ from typing import Any
 import click
 
 from patterns.mobile.manifest import default_channel
-from shared.cli import CommandGroup
+from shared.cli import CommandGroup, months_callback
 from shared.errors import UserError
 
 __all__ = ["mobile"]
-
-
-def _months(ctx: click.Context, param: click.Parameter, spec: str | None) -> tuple[int, ...] | None:
-    """``"10-12"`` or ``"10"`` -> months of 2013, checked while parsing: click then names the option,
-    and nothing trains or exports on a month the data set does not have."""
-    if spec is None:
-        return None
-    first, dash, last = spec.partition("-")
-    try:
-        lo, hi = int(first), int(last if dash else first)
-    except ValueError:
-        raise click.BadParameter(f"expected a month or a range of months like 1-9, got {spec!r}") from None
-    if not 1 <= lo <= hi <= 12:
-        raise click.BadParameter(f"months must be within 1-12, first to last, got {spec!r}")
-    return tuple(range(lo, hi + 1))
 
 
 def _formats(ctx: click.Context, param: click.Parameter, spec: str) -> list[str]:
@@ -79,13 +64,17 @@ _channel = click.option(
 
 @mobile.command()
 @click.option(
-    "--train-months", default="1-9", show_default=True, callback=_months, help="Months to train on, e.g. 1-9."
+    "--train-months",
+    default="1-9",
+    show_default=True,
+    callback=months_callback,
+    help="Months to train on, e.g. 1-9.",
 )
 @click.option(
     "--heldout-months",
     default="10-12",
     show_default=True,
-    callback=_months,
+    callback=months_callback,
     help="Held-out months for reports.",
 )
 @click.option(
@@ -119,7 +108,7 @@ def train(train_months: tuple[int, ...], heldout_months: tuple[int, ...], epochs
     "tflite_int8, coreml, onnx.",
 )  # fmt: skip
 @click.option(
-    "--heldout-months", default=None, callback=_months,
+    "--heldout-months", default=None, callback=months_callback,
     help="Override the version's held-out months, e.g. 10-12.",
 )  # fmt: skip
 def export(version: str, formats: list[str], heldout_months: tuple[int, ...] | None) -> None:
