@@ -58,6 +58,7 @@ def _service(stage: str, version: str, redis_url: str) -> Any:
     """The service of ``stage``: the real one, with later hooks returning constants or another store."""
     from patterns.rest_api.loader import load_history, parse_until
     from patterns.rest_api.service import FlightDelayService
+    from shared.example.flights import FLIGHT_FEATURES
     from shared.features import StreamingExecutor
     from shared.features.stores import LatestQuery, _read_reply
 
@@ -71,7 +72,8 @@ def _service(stage: str, version: str, redis_url: str) -> Any:
     class RoundTrip(NoStore):
         async def features_async(self, requests: Sequence[Mapping[str, Any]]) -> np.ndarray:
             first = requests[0]
-            weather = LatestQuery("weather", "origin", first["origin"], first["sched_ts"])
+            at = first["sched_ts"] - FLIGHT_FEATURES.lead_seconds
+            weather = LatestQuery("weather", "origin", first["origin"], at)
             await self.store.read_async([], [weather])
             return np.zeros((len(requests), len(self.feature_names)))
 

@@ -3,7 +3,7 @@
 ``load_history`` feeds ``StreamingExecutor.observe_many`` (which applies the late-event policy and
 evicts old state), so the store ends in the same state a live stream would have left it in. Only
 the events that can still matter are replayed: those in ``[until - retention, until)`` per source,
-where retention = longest window + allowed lateness. Requests with ``sched_ts`` in
+where retention = lead + longest window + allowed lateness. Requests with ``sched_ts`` in
 ``[until - 1 h, until]`` then get exactly the offline executor's features.
 """
 

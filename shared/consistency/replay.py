@@ -3,7 +3,8 @@
 Events of every source and the requests are interleaved in event-time order: before the requests
 at time ``t`` are answered, every event stamped at or before ``t`` has been observed (so weather at
 ``t`` comes before flights at ``t``, and a departure at ``t`` is in the state but outside the window
-``[t - w, t)``). ``lag_seconds`` delays a source as a lagging stream would (a what-if for staleness).
+``[t - w, t)``; with a lead, the feature time ``t − lead`` is earlier still). ``lag_seconds``
+delays a source as a lagging stream would (a what-if for staleness).
 With ``horizon_seconds > 0`` requests within that span share one state and one batched read (one
 ``matrix()`` call): exact as well, because reads are bounded by each request's own time and the
 state kept covers the longest window.

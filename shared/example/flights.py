@@ -1,8 +1,11 @@
 """The example task's feature set: will a scheduled New York flight leave 15 minutes late or more?
 
-Everything here is known before the scheduled departure ``t`` (``sched_ts``): the schedule itself,
-the latest hourly weather at the origin at or before ``t`` (stale after 3 h), and how late the
-carrier's and the origin's flights that actually departed in the last 1 h, 3 h and 24 h were.
+The question is asked an hour ahead: everything here is known at ``t = sched_ts − 1 h``. That is
+the schedule itself, the latest hourly weather at the origin at or before ``t`` (stale after 3 h),
+and how late the carrier's and the origin's flights that actually departed in the hour, 3 h and
+24 h before ``t`` were. The hour matters: more than half the flights leave ahead of schedule (by
+up to 43 minutes), so windows ending at ``sched_ts`` would hold the flight's own departure and its
+label with it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from shared.features.definitions import (
     category_codes,
 )
 
-__all__ = ["CARRIERS", "DESTS", "FLIGHT_FEATURES", "ORIGINS", "REQUEST_FIELDS", "WEATHER_FIELDS"]
+__all__ = [
+    "CARRIERS",
+    "DESTS",
+    "FLIGHT_FEATURES",
+    "LEAD_SECONDS",
+    "ORIGINS",
+    "REQUEST_FIELDS",
+    "WEATHER_FIELDS",
+]
 
 CARRIERS = ("9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "UA", "US", "VX", "WN", "YV")
 ORIGINS = ("EWR", "JFK", "LGA")
@@ -50,6 +61,8 @@ REQUEST_FIELDS = (
 WEATHER_FIELDS = ("temp", "humid", "wind_speed", "precip", "pressure", "visib")
 
 _HOUR = 3600
+#: Features are computed this long before the scheduled departure: longer than any flight leaves early.
+LEAD_SECONDS = _HOUR
 _WEATHER_TTL = 3 * _HOUR
 _WINDOWS = {"1h": _HOUR, "3h": 3 * _HOUR, "24h": 24 * _HOUR}
 
@@ -104,7 +117,7 @@ def _features() -> tuple[RowFeature | AsOfFeature | WindowFeature, ...]:
             "origin",
             field,
             _WEATHER_TTL,
-            doc="latest hourly weather at the origin at or before t; missing when older than 3 h",
+            doc="latest hourly weather at the origin at or before t = sched - 1h; missing past 3 h",
         )
         for field in WEATHER_FIELDS
     ]
@@ -118,7 +131,7 @@ def _features() -> tuple[RowFeature | AsOfFeature | WindowFeature, ...]:
                     "dep_delay",
                     "count",
                     seconds,
-                    doc=f"flights of the same {key} that departed in [t-{label}, t)",
+                    doc=f"flights of the same {key} that departed in [t-{label}, t), t = sched - 1h",
                 )
             )
             rows.append(
@@ -147,4 +160,5 @@ FLIGHT_FEATURES = FeatureSet(
     ),
     features=_features(),
     request_fields=REQUEST_FIELDS,
+    lead_seconds=LEAD_SECONDS,
 )

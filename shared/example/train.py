@@ -2,7 +2,7 @@
 
 Earlier months train, later months validate, so validation never sees the future of training. The
 departure events of the whole year feed the window features: that is safe because every window
-ends strictly before the flight's scheduled time.
+ends an hour before the flight's scheduled time, before any flight leaves (``LEAD_SECONDS``).
 """
 
 from __future__ import annotations

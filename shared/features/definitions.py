@@ -1,21 +1,23 @@
 """The declaration language: features are declared once, as data, and run by three executors.
 
-Three kinds of feature cover a typical tabular task:
+Three kinds of feature cover a typical tabular task. ``t`` below is the feature time: the
+request's time minus the feature set's ``lead_seconds``.
 
 * ``RowFeature``: a function of the request's own fields, written over numpy arrays so the same
   code runs vectorised offline and on one-row arrays online (no second implementation to drift).
-* ``AsOfFeature``: the latest value of an event source for the request's key at or before the
-  request time ``t``, or missing (NaN) when that value is older than ``ttl_seconds``.
+* ``AsOfFeature``: the latest value of an event source for the request's key at or before ``t``,
+  or missing (NaN) when that value is older than ``ttl_seconds``.
 * ``WindowFeature``: ``count`` or ``mean`` of an event source's value for the request's key over
-  events with time in ``[t - window, t)`` — strictly before ``t``, so a feature never sees the
-  event it is predicting.
+  events with time in ``[t - window, t)``. Strictly before ``t`` is not enough on its own to keep
+  the predicted event out: a flight can leave before its scheduled time, so the example asks for
+  its features an hour ahead (``lead_seconds``), earlier than any flight leaves.
 
 Late and out-of-order events (policy, the same for every executor): events are kept in event-time
 order per key whatever order they arrive in. An event whose time is older than the source's
 watermark (the largest event time seen) minus ``allowed_lateness_seconds`` is rejected and counted;
-state older than the watermark minus (longest window + allowed lateness) is evicted. A request at
-time ``t`` therefore sees exactly the events the offline executor sees, provided every event before
-``t`` has arrived and ``t`` is within the allowed lateness of the watermark.
+state older than the watermark minus (lead + longest window + allowed lateness) is evicted. A
+request therefore sees exactly the events the offline executor sees, provided every event before
+its feature time ``t`` has arrived and ``t`` is within the lead + allowed lateness of the watermark.
 """
 
 from __future__ import annotations
@@ -148,6 +150,10 @@ class FeatureSet:
 
     The order is the column order of the model's input matrix; ``fingerprint`` hashes every
     definition, so a model trained on one feature set is refused by serving code running another.
+
+    Features are computed *as of* ``request_time − lead_seconds``: windows end and as-of lookups
+    look back from there. A lead longer than the earliest an event about the request itself can
+    happen (a flight leaving ahead of schedule) keeps that event out of its own features.
     """
 
     name: str
@@ -155,11 +161,14 @@ class FeatureSet:
     sources: tuple[EventSource, ...]
     features: tuple[Feature, ...]
     request_fields: tuple[str, ...] = field(default=())
+    lead_seconds: int = 0
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate feature names in {self.name}: {names}")
+        if self.lead_seconds < 0:
+            raise ValueError(f"lead_seconds must be >= 0, got {self.lead_seconds}")
         known = {s.name for s in self.sources}
         for f in self.features:
             if isinstance(f, AsOfFeature | WindowFeature) and f.source not in known:
@@ -185,12 +194,18 @@ class FeatureSet:
 
     def retention_seconds(self, source: str) -> int:
         """How far behind the watermark state must be kept for exact answers."""
-        return self.max_window_seconds(source) + self.source(source).allowed_lateness_seconds
+        lateness = self.source(source).allowed_lateness_seconds
+        return self.lead_seconds + self.max_window_seconds(source) + lateness
+
+    def as_of(self, request_times: np.ndarray) -> np.ndarray:
+        """The times features are computed at: ``request_time − lead_seconds``."""
+        return np.asarray(request_times, dtype=np.int64) - self.lead_seconds
 
     def fingerprint(self) -> str:
         payload = {
             "name": self.name,
             "request_time": self.request_time,
+            "lead_seconds": self.lead_seconds,
             "sources": [
                 vars(s) | {"key_columns": list(s.key_columns), "value_columns": list(s.value_columns)}
                 for s in self.sources

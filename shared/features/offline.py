@@ -34,7 +34,7 @@ class OfflineExecutor:
     def compute(self, requests: pd.DataFrame, sources: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         """One row per request, one float64 column per feature (in feature-set order)."""
         fs = self.feature_set
-        t = requests[fs.request_time].to_numpy(np.int64)
+        t = fs.as_of(requests[fs.request_time].to_numpy(np.int64))
         columns = {c: requests[c].to_numpy() for c in requests.columns}
         out: dict[str, np.ndarray] = {}
         unique: dict[str, pd.DataFrame] = {}

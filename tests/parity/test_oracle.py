@@ -7,8 +7,8 @@ obvious way (plain pandas/numpy, one flight at a time), never calling the projec
 ``load_flights()`` or ``departures()``; then it asks the project's pipeline for the same flights.
 
 What each feature means (``shared/example/flights.py``, ``shared/features/definitions.py``), with
-``t`` the scheduled departure as a UTC instant (the tables hold New York local clock times, EST in
-January and EDT in July):
+``t`` one hour before the scheduled departure, as a UTC instant (the tables hold New York local
+clock times, EST in January and EDT in July); the question is asked an hour ahead:
 
 * row features: the scheduled local hour, weekday (Monday = 0) and month, the carrier / origin /
   destination codes (position in the declared vocabulary, -1 for an unknown value), the distance;
@@ -33,6 +33,7 @@ from shared.features import OfflineExecutor
 
 NEW_YORK = "America/New_York"
 HOUR = 3600
+LEAD = HOUR  # features are as of one hour before the scheduled departure
 WINDOWS = {"1h": HOUR, "3h": 3 * HOUR, "24h": 24 * HOUR}
 WEATHER_TTL = 3 * HOUR
 WEATHER_FIELDS = ("temp", "humid", "wind_speed", "precip", "pressure", "visib")
@@ -46,11 +47,13 @@ def _epoch(stamps: pd.Series) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def raw() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The raw flights (plus ``t``, the scheduled UTC instant) and weather (plus ``obs``)."""
+    """The raw flights (plus ``sched``, the scheduled UTC instant, and ``t = sched − lead``) and
+    weather (plus ``obs``)."""
     flights = pd.read_csv(data_dir() / "flights.csv.zip", na_values=["NA"], keep_default_na=False)
     local = pd.to_datetime(flights[["year", "month", "day", "hour", "minute"]])
     # No flight is scheduled in the repeated or skipped hour of a clock change: "raise" proves it.
-    flights["t"] = _epoch(local.dt.tz_localize(NEW_YORK, ambiguous="raise", nonexistent="raise"))
+    flights["sched"] = _epoch(local.dt.tz_localize(NEW_YORK, ambiguous="raise", nonexistent="raise"))
+    flights["t"] = flights["sched"] - LEAD
     weather = pd.read_csv(data_dir() / "weather.csv", na_values=["NA"], keep_default_na=False)
     # The local hour is ambiguous on the autumn clock change; the UTC stamp is not.
     weather["obs"] = _epoch(pd.to_datetime(weather["time_hour"], utc=True, format="%Y-%m-%dT%H:%M:%SZ"))
@@ -60,7 +63,8 @@ def raw() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _sample(flights: pd.DataFrame) -> pd.DataFrame:
     """Every 97th flight of January (EST) and July (EDT, summer storms), plus every flight of the
-    two evenings before the weather's 6-hour gaps (last report 19:00 local), so the 3 h TTL bites."""
+    two evenings before the weather's 6-hour gaps (last report 19:00 local), so the 3 h TTL bites
+    (for the few flights scheduled after 23:00, whose feature time is after 22:00)."""
     january = flights[flights["month"] == 1].iloc[::97]
     july = flights[flights["month"] == 7].iloc[::97]
     gap_evenings = flights[
@@ -79,7 +83,7 @@ Departed = dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
 
 def _departed(flights: pd.DataFrame) -> Departed:
     left = flights[flights["dep_delay"].notna()]  # a cancelled flight never departs
-    at = left["t"].to_numpy(np.int64) + (left["dep_delay"].to_numpy() * 60).astype(np.int64)
+    at = left["sched"].to_numpy(np.int64) + (left["dep_delay"].to_numpy() * 60).astype(np.int64)
     delays = left["dep_delay"].to_numpy(np.float64)
     groups: Departed = {}
     for key in ("carrier", "origin"):
@@ -141,7 +145,7 @@ def test_every_feature_of_sampled_flights_equals_the_brute_force_oracle(oracle) 
     # The project's pipeline: its flight table, its departure events, its executor.
     every = load_flights()
     requests = sample[FLIGHT_KEY].merge(every, on=FLIGHT_KEY, how="left", validate="one_to_one")
-    np.testing.assert_array_equal(requests["sched_ts"].to_numpy(), sample["t"].to_numpy())
+    np.testing.assert_array_equal(requests["sched_ts"].to_numpy(), sample["sched"].to_numpy())
     got = OfflineExecutor(FLIGHT_FEATURES).compute(
         requests, {"departures": departures(every), "weather": load_weather()}
     )
@@ -177,7 +181,8 @@ def test_the_sample_exercises_every_case(oracle) -> None:  # type: ignore[no-unt
     means = expected["carrier_dep_delay_3h"]
     assert len(np.unique(means[np.isfinite(means)])) > 100  # real averages, not a few repeated values
     stale = np.isnan(expected["wx_temp"])
-    assert 10 <= stale.sum() < 0.05 * len(sample)  # the gap evenings, after 22:00 local
+    # The gap evenings: t after 22:00 local, flights scheduled after 23:00 (only a few fly then).
+    assert 3 <= stale.sum() < 0.05 * len(sample)
     assert (np.isnan(expected["wx_pressure"]) & ~stale).sum() > 20  # a report without a pressure
     assert (sample["minute"] == 0).sum() > 50  # a report stamped exactly t is "at or before t"
     # (Every carrier, origin and destination of 2013 is in the vocabularies: the real data holds no
@@ -208,3 +213,15 @@ def test_a_departure_event_is_at_the_scheduled_time_plus_the_delay() -> None:
     # A cancelled flight never departs.
     cancelled = flights[flights["dep_delay"].isna()]
     assert len(cancelled) > 0 and not events["event_id"].isin(cancelled["flight_id"]).any()
+
+
+def test_no_flight_sees_its_own_departure(raw) -> None:  # type: ignore[no-untyped-def]
+    """Over the whole year, every flight's own departure is at or after its feature time, outside its
+    windows ``[t - w, t)``: the label cannot leak into the features. Without the hour's lead (feature
+    time = scheduled time) more than half the flights would be in their own windows."""
+    flights, _ = raw
+    left = flights[flights["dep_delay"].notna()]
+    own = left["sched"].to_numpy(np.int64) + (left["dep_delay"].to_numpy() * 60).astype(np.int64)
+    assert (own >= left["t"].to_numpy(np.int64)).all()
+    assert (own < left["sched"].to_numpy(np.int64)).mean() > 0.5  # what the lead is there for
+    assert FLIGHT_FEATURES.lead_seconds == LEAD

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import FeatureSet, WindowFeature
 
@@ -24,3 +26,17 @@ def test_a_changed_definition_changes_the_fingerprint() -> None:
     assert _with(i, agg="count" if window.agg == "mean" else "mean").fingerprint() != original
     # The docs are hashed too (a conservative choice: rewording one asks for a retrain).
     assert _with(i, doc="reworded").fingerprint() != original
+
+
+def test_the_lead_is_part_of_the_definition() -> None:
+    """A model trained on features an hour ahead is refused by code computing them at another lead,
+    and the lead widens the state every executor keeps."""
+    original = FLIGHT_FEATURES.fingerprint()
+    at_schedule = dataclasses.replace(FLIGHT_FEATURES, lead_seconds=0)
+    assert at_schedule.fingerprint() != original
+    assert (
+        FLIGHT_FEATURES.retention_seconds("departures")
+        == at_schedule.retention_seconds("departures") + FLIGHT_FEATURES.lead_seconds
+    )
+    with pytest.raises(ValueError, match="lead_seconds"):
+        dataclasses.replace(FLIGHT_FEATURES, lead_seconds=-1)

@@ -267,7 +267,7 @@ def test_events_later_than_the_allowed_lateness_are_rejected_and_counted() -> No
     assert executor.late_dropped["departures"] == 1
     features = executor.features(
         {
-            "sched_ts": T0 + 60,
+            "sched_ts": T0 + 60 + FLIGHT_FEATURES.lead_seconds,
             "carrier": "AA",
             "origin": "JFK",
             "dest": "ATL",
