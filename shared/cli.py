@@ -144,8 +144,6 @@ def show_model(version: str, as_json: bool) -> None:
 
     try:
         v = Registry().get(version)
-    except KeyError as exc:
-        raise click.ClickException(str(exc.args[0])) from None
     except IntegrityError as exc:  # the manifest itself does not belong to this version
         raise click.ClickException(f"CORRUPTED: {exc}") from None
     try:

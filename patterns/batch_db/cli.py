@@ -94,14 +94,12 @@ def _read_input(path: str) -> Any:
 
 
 def _predictor(version: str | None) -> Any:
-    """The registered model (latest without --version); an unknown version is a one-line error."""
+    """The registered model (latest without --version); an unknown version is the registry's
+    ``UnknownVersion``, a ``UserError``: one ``Error:`` line."""
     from shared.example.flights import FLIGHT_FEATURES
     from shared.predictor import Predictor
 
-    try:
-        return Predictor.load(version, running_fingerprint=FLIGHT_FEATURES.fingerprint())
-    except KeyError as exc:  # the registry's "no such version" (a UserError subclass or not)
-        raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
+    return Predictor.load(version, running_fingerprint=FLIGHT_FEATURES.fingerprint())
 
 
 def _open(store: str, prefix: str) -> Any:

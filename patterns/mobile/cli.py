@@ -8,7 +8,6 @@ import click
 
 from patterns.mobile.manifest import default_channel
 from shared.cli import CommandGroup, months_callback
-from shared.errors import UserError
 
 __all__ = ["mobile"]
 
@@ -31,14 +30,11 @@ def _formats(ctx: click.Context, param: click.Parameter, spec: str) -> list[str]
 def _check_registered(version: str) -> None:
     """A version the mobile registry lacks is the caller's mistake: one line, before any work starts.
 
-    The registry raises ``KeyError`` (newer ones a ``UserError`` subclass of it).
+    The registry raises ``UnknownVersion``, a ``UserError``: ``CommandGroup`` prints it as one line.
     """
     from patterns.mobile.model import mobile_registry
 
-    try:
-        mobile_registry().get(version)
-    except KeyError as exc:
-        raise UserError(str(exc.args[0]) if exc.args else str(exc)) from None
+    mobile_registry().get(version)
 
 
 @click.group(cls=CommandGroup)

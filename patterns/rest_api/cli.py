@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from shared.cli import CommandGroup
-from shared.errors import UserError
 
 __all__ = ["load_features", "rest", "run_app", "serve"]
 
@@ -189,16 +188,13 @@ def run_app(app: Any, host: str, port: int, log_level: str = "warning") -> None:
 def _registered_version(version: str | None) -> str:
     """``version`` (latest when None) as the registry has it; a missing one is the caller's mistake.
 
-    The registry raises ``KeyError`` for an unknown version or an empty registry (newer ones a
-    ``UserError`` subclass of it): either way one ``Error:`` line, not a traceback.
+    The registry raises ``UnknownVersion`` (a ``UserError``) for an unknown version or an empty
+    registry: one ``Error:`` line, not a traceback.
     """
     from shared.registry import Registry
 
     registry = Registry()
-    try:
-        return (registry.get(version) if version else registry.latest()).version
-    except KeyError as exc:
-        raise UserError(str(exc.args[0]) if exc.args else str(exc)) from None
+    return (registry.get(version) if version else registry.latest()).version
 
 
 def _until(text: str, option: str) -> int:

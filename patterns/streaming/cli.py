@@ -64,13 +64,15 @@ def _check_date(ctx: click.Context, param: click.Parameter, date: str) -> str:
 def _registered(registry: Registry, version: str | None, hint: str = "") -> str:
     """``version`` (latest when None) as ``registry`` has it; a missing one is the caller's mistake.
 
-    The registry raises ``KeyError`` for an unknown version or an empty registry (newer ones a
-    ``UserError`` subclass of it): either way one ``Error:`` line, not a traceback.
+    The registry raises ``UnknownVersion`` (a ``UserError``) for an unknown version or an empty
+    registry: one ``Error:`` line, not a traceback, with ``hint`` added.
     """
+    from shared.registry import UnknownVersion
+
     try:
         return (registry.get(version) if version else registry.latest()).version
-    except KeyError as exc:
-        raise UserError((str(exc.args[0]) if exc.args else str(exc)) + hint) from None
+    except UnknownVersion as exc:
+        raise UserError(f"{exc}{hint}") from None
 
 
 @click.group(cls=CommandGroup)

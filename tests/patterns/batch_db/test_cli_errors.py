@@ -16,7 +16,6 @@ from patterns.batch_db import PredictionTableStore, RunRecord, open_store
 from patterns.batch_db.cli import batch
 from patterns.batch_db.store import InvalidPrefix
 from shared.errors import UserError
-from shared.registry import Registry
 
 from .conftest import DAY
 
@@ -88,20 +87,6 @@ def test_bad_input_csv_names_file_and_columns(
 
 def test_unknown_model_version(store: PredictionTableStore, cli: Callable[..., Result]) -> None:
     _refused(cli("score", "--date", DAY, "--version", "v9"), "Error: no model version 'v9'", code=1)
-    assert store.runs() == []
-
-
-def test_registry_plain_key_error_is_one_line(
-    store: PredictionTableStore, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A registry that raises a bare KeyError (not a UserError) must not end in a traceback either.
-    def missing(self: Registry, version: str) -> None:
-        raise KeyError(f"no model version {version!r} in the registry")
-
-    monkeypatch.setattr(Registry, "get", missing)
-    _refused(
-        cli("score", "--date", DAY, "--version", "v7"), "Error: no model version 'v7' in the registry", 1
-    )
     assert store.runs() == []
 
 
