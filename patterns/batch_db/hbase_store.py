@@ -31,6 +31,7 @@ from patterns.batch_db.store import (
     Prediction,
     PredictionTableStore,
     RunRecord,
+    checked_prefix,
     row_key,
 )
 
@@ -63,6 +64,7 @@ class HBaseStore(PredictionTableStore):
 
         from shared import settings
 
+        prefix = checked_prefix(prefix)  # before connecting: a bad name is refused without a server
         # Bounded: each writer is a spawned process with its own Thrift connection.
         writers = writers or settings.env_int("MLPATTERNS_HBASE_WRITERS", 2, 1, 64)
         if writers < 1:

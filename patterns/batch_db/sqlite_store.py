@@ -17,17 +17,17 @@ from typing import Any
 import numpy as np
 
 from patterns.batch_db.store import (
-    InvalidPrefix,
     Prediction,
     PredictionTableStore,
     RunRecord,
+    checked_prefix,
     date_of,
     row_key,
 )
 
 __all__ = ["SQLiteStore"]
 
-_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 class SQLiteStore(PredictionTableStore):
@@ -36,9 +36,7 @@ class SQLiteStore(PredictionTableStore):
     def __init__(self, path: str | Path, prefix: str = "mlp") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not _NAME.match(prefix):
-            raise InvalidPrefix(f"prefix must be letters, digits and _: {prefix!r}")
-        self.prefix = prefix
+        self.prefix = checked_prefix(prefix)
         # The scorer writes from its writer thread; SQLite here is built serialized
         # (sqlite3.threadsafety == 3), so sharing the connection across threads is safe.
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -57,7 +55,7 @@ class SQLiteStore(PredictionTableStore):
         )
 
     def _table(self, name: str) -> str:
-        if not name.startswith(f"{self.prefix}_pred_") or not _NAME.match(name):
+        if not name.startswith(f"{self.prefix}_pred_") or not _NAME.fullmatch(name):
             raise ValueError(f"not a prediction table of prefix {self.prefix!r}: {name!r}")
         return name
 

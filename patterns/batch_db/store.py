@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import zlib
 from abc import ABC, abstractmethod
@@ -36,6 +37,7 @@ __all__ = [
     "FLIGHT_ID_PATTERN",
     "HISTORY_DEPTH",
     "InvalidPrefix",
+    "checked_prefix",
     "Pointer",
     "Prediction",
     "PredictionTableStore",
@@ -58,6 +60,20 @@ FLIGHT_ID_PATTERN = r"\d{8}-[A-Z0-9]+-[A-Z]{3}-\d{4}"
 
 class InvalidPrefix(UserError, ValueError):
     """A table prefix the store cannot use in a table name (a caller's mistake, not a bug)."""
+
+
+_PREFIX = re.compile(r"[A-Za-z0-9_]+")
+
+
+def checked_prefix(prefix: str) -> str:
+    """``prefix`` when it can start a table name in every backend, else ``InvalidPrefix``.
+
+    One rule for all (SQL identifiers are the narrowest): a prefix that works on the embedded store
+    works on HBase, and a character HBase gives a meaning (``:`` names a namespace) is refused.
+    """
+    if not _PREFIX.fullmatch(prefix):
+        raise InvalidPrefix(f"prefix must be letters, digits and _: {prefix!r}")
+    return prefix
 
 
 def salt(flight_id: str) -> str:

@@ -104,7 +104,7 @@ def test_quarantine_of_unknown_run(store: PredictionTableStore, cli: Callable[..
 
 
 def test_bad_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Only the SQLite store restricts the prefix: its table names are SQL identifiers.
+    # One rule for every backend (SQL identifiers are the narrowest); HBase refuses before connecting.
     monkeypatch.setenv("MLPATTERNS_HOME", str(tmp_path))
     out = CliRunner().invoke(batch, ["runs", "--store", "sqlite", "--prefix", "a-b"])
     _refused(out, "Invalid value for '--prefix': prefix must be letters, digits and _: 'a-b'")
@@ -112,3 +112,8 @@ def test_bad_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         open_store("sqlite", prefix="a;b", path=tmp_path / "x.sqlite")
     assert isinstance(caught.value, UserError) and isinstance(caught.value, ValueError)
     assert open_store("sqlite", prefix="ok_1", path=tmp_path / "x.sqlite").tables() == []
+    for bad in ("ns:mlp", "a-b", "", "mlp\n"):
+        with pytest.raises(InvalidPrefix, match="letters, digits and _"):
+            open_store("hbase", prefix=bad, host="127.0.0.1", port=1)  # nothing listens on port 1
+    out = CliRunner().invoke(batch, ["runs", "--store", "hbase", "--prefix", "ns:mlp"])
+    _refused(out, "Invalid value for '--prefix': prefix must be letters, digits and _: 'ns:mlp'")
