@@ -13,7 +13,8 @@ probability; only the HTTP layer differs. BentoML validates the body with the py
              "scheduled_departure": "2013-01-02T08:30:00-05:00"}'
 
 Settings come from the environment (BentoML owns the command line): MLPATTERNS_MODEL_VERSION
-(default: latest), MLPATTERNS_STORE (``redis`` or ``embedded``), MLPATTERNS_REDIS_URL,
+(default: latest), MLPATTERNS_REST_STORE (``redis`` or ``embedded``, as for ``rest serve``),
+MLPATTERNS_REDIS_URL,
 MLPATTERNS_REDIS_PREFIX, MLPATTERNS_HOME (registry, prediction logs), MLPATTERNS_BENTO_WORKERS
 (default 1) and MLPATTERNS_PREDICTION_LOG=0 to switch the prediction log off.
 """
@@ -29,7 +30,7 @@ from pydantic import BaseModel, create_model, field_validator
 
 from patterns.rest_api.schemas import FIELDS, FlightRequest, InputError
 from patterns.rest_api.service import FlightDelayService, StoreUnavailable
-from shared.settings import env_int
+from shared.settings import SettingError, env_int
 
 __all__ = ["FlightDelay"]
 
@@ -52,6 +53,21 @@ BentoFlightRequest: type[BaseModel] = create_model(
 )
 
 
+def _config_from_env() -> dict[str, Any]:
+    """``FlightDelayService.from_config`` arguments from the same variables ``rest serve`` reads."""
+    store = os.environ.get("MLPATTERNS_REST_STORE", "").strip() or "redis"
+    if store not in ("redis", "embedded"):
+        raise SettingError(f"MLPATTERNS_REST_STORE={store!r}: expected 'redis' or 'embedded'")
+    return {
+        "version": os.environ.get("MLPATTERNS_MODEL_VERSION") or None,
+        "store": store,
+        "redis_url": os.environ.get("MLPATTERNS_REDIS_URL") or None,
+        "redis_prefix": os.environ.get("MLPATTERNS_REDIS_PREFIX") or "mlp",
+        "slot": "bento",
+        "log": os.environ.get("MLPATTERNS_PREDICTION_LOG", "1") != "0",
+    }
+
+
 @bentoml.service(
     name="flight_delay",
     workers=env_int("MLPATTERNS_BENTO_WORKERS", 1, lo=1),
@@ -61,14 +77,7 @@ class FlightDelay:
     """BentoML front of ``FlightDelayService``: ``POST /predict`` (one flight) and ``POST /info``."""
 
     def __init__(self) -> None:
-        self.service = FlightDelayService.from_config(
-            os.environ.get("MLPATTERNS_MODEL_VERSION") or None,
-            store=os.environ.get("MLPATTERNS_STORE", "redis"),
-            redis_url=os.environ.get("MLPATTERNS_REDIS_URL") or None,
-            redis_prefix=os.environ.get("MLPATTERNS_REDIS_PREFIX", "mlp"),
-            slot="bento",
-            log=os.environ.get("MLPATTERNS_PREDICTION_LOG", "1") != "0",
-        )
+        self.service = FlightDelayService.from_config(**_config_from_env())
 
     @bentoml.api(route="/predict", input_spec=BentoFlightRequest)
     def predict(self, **fields: Any) -> dict[str, Any]:

@@ -140,3 +140,20 @@ def test_bento_accepts_integral_floats_like_the_fastapi_app(
     theirs = httpx.post(bento + "/predict", json=body, timeout=10)
     assert ours.status_code == theirs.status_code == 200, theirs.text
     assert theirs.json()["probability"] == ours.json()["probability"]
+
+
+def test_bento_reads_the_settings_rest_serve_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from patterns.rest_api.bento_service import _config_from_env
+    from shared.settings import SettingError
+
+    for name in ("MLPATTERNS_REST_STORE", "MLPATTERNS_MODEL_VERSION", "MLPATTERNS_REDIS_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    assert (_config_from_env()["store"], _config_from_env()["version"]) == ("redis", None)
+    monkeypatch.setenv("MLPATTERNS_REST_STORE", "embedded")
+    monkeypatch.setenv("MLPATTERNS_MODEL_VERSION", "v2")
+    monkeypatch.setenv("MLPATTERNS_REDIS_PREFIX", "other")
+    config = _config_from_env()
+    assert (config["store"], config["version"], config["redis_prefix"]) == ("embedded", "v2", "other")
+    monkeypatch.setenv("MLPATTERNS_REST_STORE", "redsi")
+    with pytest.raises(SettingError, match="MLPATTERNS_REST_STORE='redsi': expected 'redis' or 'embedded'"):
+        _config_from_env()
