@@ -237,8 +237,8 @@ def load_features(
     """Materialise the online store in Redis from history (departures + weather before --until).
 
     Events go through the streaming executor, which applies the late-event policy and evicts state
-    no request can need; flights scheduled in the hour before --until then get exactly the features
-    training computed offline.
+    no request can need; flights scheduled from an hour before --until to an hour after it then get
+    exactly the features training computed offline (they are read as of an hour before departure).
     """
     from tqdm import tqdm
 

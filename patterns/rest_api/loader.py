@@ -4,7 +4,8 @@
 evicts old state), so the store ends in the same state a live stream would have left it in. Only
 the events that can still matter are replayed: those in ``[until - retention, until)`` per source,
 where retention = lead + longest window + allowed lateness. Requests with ``sched_ts`` in
-``[until - 1 h, until]`` then get exactly the offline executor's features.
+``[until - 1 h, until + 1 h)`` then get exactly the offline executor's features (their feature
+time, an hour before, is within the loaded history).
 """
 
 from __future__ import annotations

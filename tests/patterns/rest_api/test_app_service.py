@@ -38,13 +38,16 @@ def _hour_before(until: int) -> Any:
 def test_service_without_a_web_framework_matches_offline(
     rest_model: ModelVersion, rest_payload: Callable[[Any], dict[str, Any]]
 ) -> None:
+    """History loaded up to T answers flights scheduled in [T - 1 h, T + 1 h) exactly (their feature
+    time is an hour earlier); one scheduled later already misses events the store has not seen."""
     until = parse_until(CUTOFF)
     store = EmbeddedStore()
     events = history_events()
     load_history(StreamingExecutor(FLIGHT_FEATURES, store), until, events=events)
     service = FlightDelayService(Predictor(rest_model, FLIGHT_FEATURES.fingerprint()), store, slot="blue")
-    flights = _hour_before(until)
-    assert len(flights) > 10
+    march = load_flights((3,))
+    flights = march[(march["sched_ts"] >= until - 3600) & (march["sched_ts"] < until + 3600)]
+    assert (flights["sched_ts"] > until).sum() > 10 and (flights["sched_ts"] < until).sum() > 10
     offline = OfflineExecutor(FLIGHT_FEATURES).compute(flights, events).to_numpy()
     expected = service.predictor.predict_proba(offline)
     for i, (_, row) in enumerate(flights.iterrows()):
@@ -55,6 +58,10 @@ def test_service_without_a_web_framework_matches_offline(
         ]
         np.testing.assert_array_equal(got, offline[i])
         assert answer["probability"] == expected[i]
+    later = march[(march["sched_ts"] >= until + 3600) & (march["sched_ts"] < until + 7200)]
+    missed = OfflineExecutor(FLIGHT_FEATURES).compute(later, events)["origin_dep_count_1h"].to_numpy()
+    served = [service.handle(rest_payload(row), explain=True)["features"] for _, row in later.iterrows()]
+    assert (np.array([f["origin_dep_count_1h"] for f in served]) < missed).any()
     assert service.ready() and service.info()["slot"] == "blue"
     service.close()
 
