@@ -183,8 +183,10 @@ def show_features() -> None:
     """Schema (name, dtype, kind, parameters) and the fingerprint of the example feature set."""
     from shared.example.flights import FLIGHT_FEATURES
 
-    click.echo(f"{FLIGHT_FEATURES.name}  fingerprint {FLIGHT_FEATURES.fingerprint()}")
-    for row in FLIGHT_FEATURES.schema():
+    fs = FLIGHT_FEATURES
+    click.echo(f"{fs.name}  fingerprint {fs.fingerprint()}")
+    click.echo(f"  computed as of {fs.request_time} - {fs.lead_seconds} s (lead_seconds)")
+    for row in fs.schema():
         params = {
             k: v for k, v in row.items() if k in ("source", "key", "agg", "window_seconds", "ttl_seconds")
         }

@@ -118,6 +118,7 @@ def test_help_explains_every_command() -> None:
         [sys.executable, "-m", "patterns", "features", "show"], capture_output=True, text=True
     ).stdout
     assert "carrier_dep_delay_24h" in features and "ttl_seconds=10800" in features
+    assert "computed as of sched_ts - 3600 s" in features
 
 
 def test_a_bad_setting_is_one_error_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
