@@ -3,9 +3,12 @@
 Serving features come from the prediction log (what serving used); training features are the
 offline features of the model's training window (the registry manifest's ``training`` dict). Per
 feature, numeric: PSI (reusing ``shared.deploy.metrics.psi``) and Jensen-Shannon distance on training
-quantile bins; categorical: L-infinity distance of the value shares. Below ``small_sample_rows``
-serving rows the gate uses two-sample tests instead (KS / chi-squared at ``p_value``), because
-binned distances of a few hundred rows are mostly noise.
+quantile bins; categorical: L-infinity distance of the value shares; every feature: the share of
+missing values. A feature fails when a distance passes its limit. Below ``small_sample_rows``
+serving rows it must also be significant, because binned distances of a few hundred rows are mostly
+noise: a two-sample test (KS, chi-squared with rare values pooled, binomial for the missing share)
+at ``p_value`` divided by the number of features measured (Bonferroni). Significance alone is not
+enough: a thousand rows make a one-point change in the origin mix "significant" on most days.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def check_drift(
     serving = pd.DataFrame(served_features(rows, fs.names), columns=fs.names)
     result.notes.append(f"{len(training):,} training rows vs {len(serving):,} serving rows")
     categorical = {f.name for f in fs.features if isinstance(f, RowFeature) and f.dtype == "category"}
+    measured = [n for n in fs.names if limits.drift(n)["action"] != "ignore"]
     for name in fs.names:
         limit = limits.drift(name)
         if limit["action"] == "ignore":
@@ -98,7 +102,8 @@ def check_drift(
             continue
         ref = training[name].to_numpy(np.float64)
         cur = serving[name].to_numpy(np.float64)
-        finding = _measure(name, ref, cur, name in categorical, limit)
+        alpha = limit["p_value"] / len(measured)
+        finding = _measure(name, ref, cur, name in categorical, limit | {"alpha": alpha})
         result.findings.append(finding)
         result.plot_data[name] = {
             "training": ref[np.isfinite(ref)],
@@ -111,23 +116,40 @@ def check_drift(
 def _measure(
     name: str, ref_all: np.ndarray, cur_all: np.ndarray, categorical: bool, limit: dict[str, Any]
 ) -> Finding:
+    """One feature's finding; ``limit["alpha"]`` is the per-feature significance level."""
     ref, cur = ref_all[np.isfinite(ref_all)], cur_all[np.isfinite(cur_all)]
+    missing_ref = int(np.sum(~np.isfinite(ref_all)))
+    missing_cur = int(np.sum(~np.isfinite(cur_all)))
     metrics: dict[str, Any] = {
         "n_serving": int(cur_all.size),
-        "missing_training": float(np.mean(~np.isfinite(ref_all))) if ref_all.size else 0.0,
-        "missing_serving": float(np.mean(~np.isfinite(cur_all))) if cur_all.size else 0.0,
+        "missing_training": missing_ref / ref_all.size if ref_all.size else 0.0,
+        "missing_serving": missing_cur / cur_all.size if cur_all.size else 0.0,
     }
-    if ref.size == 0 or cur.size == 0:
-        return Finding(name, "not_run", metrics, "no non-missing values on one side")
-    small = cur.size <= limit["small_sample_rows"]
+    small = cur_all.size <= limit["small_sample_rows"]
+    alpha = limit["alpha"]
     reasons: list[str] = []
+    moved = metrics["missing_serving"] - metrics["missing_training"]
+    if abs(moved) > limit["max_missing_diff"]:
+        from scipy.stats import binomtest
+
+        p = float(
+            binomtest(missing_cur, cur_all.size, min(max(metrics["missing_training"], 1e-9), 1.0)).pvalue
+        )
+        metrics["missing_p"] = p
+        if not small or p < alpha:
+            reasons.append(
+                f"missing {metrics['missing_serving']:.1%} vs {metrics['missing_training']:.1%} in training"
+            )
+    if ref.size == 0 or cur.size == 0:
+        if reasons:
+            return Finding(name, "fail" if limit["action"] == "fail" else "warn", metrics, reasons[0])
+        return Finding(name, "not_run", metrics, "no non-missing values on one side")
+    before = len(reasons)
     if categorical:
         metrics["linf"], value = linf_distance(ref, cur)
         metrics["linf_at"] = value
         metrics["chi2_p"] = _chi2_p(ref, cur)
-        if small and metrics["chi2_p"] < limit["p_value"]:
-            reasons.append(f"chi-squared p = {metrics['chi2_p']:.2g} < {limit['p_value']:g}")
-        if not small and metrics["linf"] > limit["linf"]:
+        if metrics["linf"] > limit["linf"] and (not small or metrics["chi2_p"] < alpha):
             reasons.append(f"L-inf {metrics['linf']:.3f} > {limit['linf']:g} (at code {value:g})")
     else:
         from scipy.stats import ks_2samp
@@ -135,12 +157,15 @@ def _measure(
         metrics["psi"] = psi(ref, cur)
         metrics["js"] = jensen_shannon(ref, cur)
         metrics["ks_p"] = float(ks_2samp(ref, cur).pvalue)
-        if small and metrics["ks_p"] < limit["p_value"]:
-            reasons.append(f"KS p = {metrics['ks_p']:.2g} < {limit['p_value']:g}")
-        if not small and metrics["psi"] > limit["psi"]:
+        significant = not small or metrics["ks_p"] < alpha
+        if significant and metrics["psi"] > limit["psi"]:
             reasons.append(f"PSI {metrics['psi']:.3f} > {limit['psi']:g}")
-        if not small and metrics["js"] > limit["js"]:
+        if significant and metrics["js"] > limit["js"]:
             reasons.append(f"JS {metrics['js']:.3f} > {limit['js']:g}")
+    if small and len(reasons) > before:
+        test = "chi-squared" if categorical else "KS"
+        p = metrics["chi2_p"] if categorical else metrics["ks_p"]
+        reasons.append(f"{cur_all.size} rows: {test} p = {p:.2g} < {alpha:.2g}")
     metrics["test"] = "small-sample" if small else "distance"
     # The distances first: the terminal table shows the first few metrics of a row.
     order = ["psi", "js", "ks_p", "linf", "linf_at", "chi2_p", "test"]
@@ -152,10 +177,15 @@ def _measure(
 
 
 def _chi2_p(ref: np.ndarray, cur: np.ndarray) -> float:
+    """Chi-squared p of the two samples' value counts, values expected fewer than 5 times in the
+    serving sample pooled into one (the test's approximation is invalid below that)."""
     from scipy.stats import chi2_contingency
 
     values = np.union1d(ref, cur)
-    table = np.array([[np.sum(ref == v) for v in values], [np.sum(cur == v) for v in values]])
+    table = np.array([[np.sum(ref == v) for v in values], [np.sum(cur == v) for v in values]], float)
+    rare = table[0] / table[0].sum() * cur.size < 5
+    if rare.any():
+        table = np.column_stack([table[:, ~rare], table[:, rare].sum(axis=1)])
     if table.shape[1] < 2:
         return 1.0
     return float(chi2_contingency(table).pvalue)

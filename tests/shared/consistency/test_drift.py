@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from shared.consistency import check_drift, check_features, load_records
-from shared.example.flights import CARRIERS
+from shared.example.flights import CARRIERS, FLIGHT_FEATURES
 
+SERVED_DAYS = tuple(range(25, 32))  # the days the world serves (conftest)
 POPULATION = {"hour", "carrier", "origin", "dest", "distance"}  # the features gated by default
 
 
@@ -59,3 +60,36 @@ def test_one_carrier_population_flags_the_carrier(world, serve) -> None:  # type
     assert set(result.flagged) <= POPULATION
     categorical = [result.finding(n).metrics["linf"] for n in ("carrier", "origin", "dest")]
     assert max(categorical) == carrier.metrics["linf"]
+
+
+def _records(world, rows: np.ndarray, features: np.ndarray | None = None) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    x = world.served[rows] if features is None else features
+    return [{"features": dict(zip(FLIGHT_FEATURES.names, v.tolist(), strict=True))} for v in x]
+
+
+def test_every_ordinary_day_alone_passes(world) -> None:  # type: ignore[no-untyped-def]
+    """A day of traffic (~900 rows, the small-sample path) is not drift. Before the tests were
+    corrected for the number of features and paired with the distances, a thousand rows made a
+    point's change in the origin mix "significant" and most real days failed."""
+    days = world.requests["day"].to_numpy()
+    for day in SERVED_DAYS:
+        rows = np.flatnonzero(days == day)
+        assert 500 < len(rows) <= 1000
+        result = check_drift(_records(world, rows), world.model, training=world.training)
+        assert result.flagged == [], (day, [result.finding(n).message for n in result.flagged])
+        assert result.finding("origin").metrics["test"] == "small-sample"
+
+
+def test_a_feed_gone_missing_is_flagged_though_the_values_that_arrived_look_normal(world) -> None:  # type: ignore[no-untyped-def]
+    j = FLIGHT_FEATURES.names.index("wx_visib")
+    x = world.served.copy()
+    x[np.random.default_rng(0).random(len(x)) < 0.6, j] = np.nan
+    for rows in (np.arange(len(x)), np.flatnonzero(world.requests["day"].to_numpy() == 31)):
+        finding = check_drift(_records(world, rows, x[rows]), world.model, training=world.training).finding(
+            "wx_visib"
+        )
+        assert finding.status == "warn"  # wx_visib warns by default (the served week's weather)
+        assert finding.message.startswith("missing 6") and finding.metrics["missing_serving"] > 0.55
+    # The same week with every value present: no word about missing values.
+    clean = check_drift(_records(world, np.arange(len(x))), world.model, training=world.training)
+    assert "missing" not in clean.finding("wx_visib").message
