@@ -98,8 +98,8 @@ def train(train_months: tuple[int, ...], valid_months: tuple[int, ...], max_iter
         bar.update(bar.total - bar.n)
     click.echo(
         f"registered {version.version}: valid AUC {version.metrics['valid_auc']:.4f} "
-        f"(baseline {version.metrics['baseline_auc']:.2f}), log loss "
-        f"{version.metrics['valid_logloss']:.4f} (baseline {version.metrics['baseline_logloss']:.4f})"
+        f"(delay rate by hour {version.metrics['baseline_auc']:.4f}), log loss "
+        f"{version.metrics['valid_logloss']:.4f} (constant prior {version.metrics['baseline_logloss']:.4f})"
     )
 
 

@@ -5,9 +5,10 @@
 1. quarantine: input rows that cannot be scored (missing carrier, unknown origin, negative
    distance, malformed or duplicated flight id, ...) go to the store's quarantine with a reason and
    are counted, never dropped silently;
-2. features: ``OfflineExecutor`` over the whole departure history and the weather; every window
-   ends strictly before the flight's own scheduled time, so scoring after the fact is point-in-time
-   correct;
+2. features: ``OfflineExecutor`` over the whole departure history and the weather, as of an hour
+   before each flight's scheduled time (the feature set's lead), so scoring after the fact is
+   point-in-time correct. Scored earlier than that (the night before), the windows would still
+   be filling: a production run scores each flight once the hour before it has passed;
 3. inference: onnxruntime in vectorised chunks (``shared.predictor.Predictor``);
 4. writes: batched puts into the run's own table (tqdm shows rows/s), overlapped with the features
    and inference of the next chunk of ``write_batch`` rows;

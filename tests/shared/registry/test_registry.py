@@ -27,7 +27,8 @@ def test_a_trained_version_records_metrics_checksums_and_beats_the_baseline(regi
     v = registry.get("v1")
     assert v.feature_fingerprint == FLIGHT_FEATURES.fingerprint()
     assert v.feature_names == FLIGHT_FEATURES.names
-    assert v.metrics["valid_auc"] > v.metrics["baseline_auc"] + 0.1
+    # The baseline is the delay rate by scheduled hour: it ranks (hour matters), the model ranks better.
+    assert 0.55 < v.metrics["baseline_auc"] < v.metrics["valid_auc"] - 0.05
     assert v.metrics["valid_logloss"] < v.metrics["baseline_logloss"]
     assert v.metrics["onnx_max_abs_diff"] < 1e-5
     assert set(v.artifacts) == {"model.onnx", "model.pkl", "golden.npz"}
