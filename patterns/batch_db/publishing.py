@@ -1,7 +1,8 @@
 """The gate, the pointer move, rollback and retention: how a written run becomes (or stops being) live.
 
 ``publish_run`` = ``validate_run`` (row count equals the valid input count and inputs are fully
-accounted for, at least one row, no missing score, PSI of the score distribution against what is
+accounted for, at least one row, a sample of rows scored again equal to the stored ones
+(``readback``), no missing score, PSI of the score distribution against what is
 live now for the same dates below ``max_psi``) followed by ONE atomic pointer write for all of the
 run's dates.
 """
@@ -62,6 +63,7 @@ def validate_run(
         )
     )
     checks.append(_non_empty(run, n))
+    checks.append(_read_back(run))
     missing = int(np.count_nonzero(~np.isfinite(scores)))
     checks.append(Check("missing_scores", missing == 0, f"{missing} rows without a score", float(missing)))
     checks.append(_psi(store, run, scores, max_psi))
@@ -80,6 +82,17 @@ def _non_empty(run: RunRecord, stored: int) -> Check:
     else:
         why = "no rows stored"
     return Check("non_empty", False, f"{why}: publishing would serve no predictions", float(stored))
+
+
+def _read_back(run: RunRecord) -> Check:
+    """Sampled rows scored again from scratch equal the stored ones (``readback``); never forced."""
+    checked, bad = int(run.read_back.get("rows", 0)), int(run.read_back.get("mismatched", 0))
+    if checked == 0:
+        return Check("read_back", False, "no rows were read back and checked (re-score the run)", 0.0)
+    if bad:
+        example = run.read_back.get("example", "")
+        return Check("read_back", False, f"{bad} of {checked} sampled rows differ ({example})", float(bad))
+    return Check("read_back", True, f"{checked} sampled rows scored again equal the stored rows", 0.0)
 
 
 def _psi(store: PredictionTableStore, run: RunRecord, scores: np.ndarray, max_psi: float) -> Check:

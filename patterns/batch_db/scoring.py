@@ -12,7 +12,9 @@
 3. inference: onnxruntime in vectorised chunks (``shared.predictor.Predictor``);
 4. writes: batched puts into the run's own table (tqdm shows rows/s), overlapped with the features
    and inference of the next chunk of ``write_batch`` rows;
-5. log: what was served goes to ``PredictionLog("batch_db")`` (one Parquet file per run) for the
+5. read back: flights of a few dates scored again from scratch must equal the stored rows
+   (``patterns.batch_db.readback``; the publish gate refuses the run otherwise);
+6. log: what was served goes to ``PredictionLog("batch_db")`` (one Parquet file per run) for the
    consistency validator.
 
 The run id is a hash of (dates, model version and checksum, feature fingerprint, input rows): the
@@ -34,6 +36,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from patterns.batch_db.readback import read_back
 from patterns.batch_db.store import FLIGHT_ID_PATTERN, PredictionTableStore, RunRecord
 from shared.example.data import departures, frame_fingerprint, load_flights, load_weather
 from shared.example.flights import FLIGHT_FEATURES, ORIGINS, REQUEST_FIELDS
@@ -256,6 +259,8 @@ class BatchScorer:
         self.store.create_table(table)
         self.store.begin_writes()
         features, scores = self._score_and_write(good, table, run_id, timings)
+        with _timed(timings, "read_back"):
+            run.read_back = read_back(self.store, table, good, self._recompute, run_id)
         with _timed(timings, "log"):
             self._log(good, features, scores)
         run.rows = len(good)
@@ -281,6 +286,10 @@ class BatchScorer:
             "weather": wx[(wx["obs_ts"] >= lo) & (wx["obs_ts"] <= hi)].reset_index(drop=True),
         }
         return executor.compute(requests[list(REQUEST_FIELDS)], sources)
+
+    def _recompute(self, requests: pd.DataFrame) -> np.ndarray:
+        """Scores of ``requests`` in one go, outside the chunked pipeline (the read-back's reference)."""
+        return self._predict(self._features(requests).to_numpy(dtype=np.float32))
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:

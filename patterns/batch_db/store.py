@@ -145,6 +145,8 @@ class RunRecord:
     timings: dict[str, float] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     detail: str = ""
+    #: ``patterns.batch_db.readback``: sampled rows scored again and read back (rows, mismatched)
+    read_back: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -53,7 +53,7 @@ def test_empty_run_is_refused_and_live_table_stays(
     for force in (False, True):  # --force overrides the PSI check only, never an empty run
         result = publish_run(store, empty, force=force)
         assert not result.ok
-        assert _failed(result) == {"non_empty", "psi"}
+        assert _failed(result) == {"non_empty", "psi", "read_back"}
         assert "no input rows for these dates" in result.reason
     assert store.pointer(DAY).table == live.table  # type: ignore[union-attr]
     assert PredictionReader(store).get(FID) == before
@@ -68,7 +68,7 @@ def test_all_quarantined_run_is_refused_without_live_run(
     assert (run.rows, run.quarantined) == (0, 7)
     result = publish_run(store, run)
     # With nothing live to compare with, the PSI check must not pass vacuously either.
-    assert not result.ok and _failed(result) == {"non_empty", "psi"}
+    assert not result.ok and _failed(result) == {"non_empty", "psi", "read_back"}
     psi = next(c for c in result.checks if c.name == "psi")
     assert psi.detail == "no scores to compare"
     assert "all 7 input rows were quarantined" in result.reason

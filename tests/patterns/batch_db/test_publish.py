@@ -292,3 +292,39 @@ def test_prediction_log_records_what_was_served(
     stored = stored_predictions(store, run.table, ids)
     served = {fid: None if p is None else p.score for fid, p in stored.items()}
     assert served == pytest.approx({r["request_id"]: r["prediction"] for r in records}, abs=1e-12)
+
+
+def test_scores_written_against_the_wrong_flights_are_never_published(
+    store: PredictionTableStore, predictors: dict[str, Predictor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every count, every score and their distribution are right; only the pairing of scores with
+    flights is broken (shifted by one within each chunk). The read-back refuses it, even forced."""
+    real_put = store.put_predictions
+
+    def shifted(table: str, ids, scores: np.ndarray, meta) -> None:  # type: ignore[no-untyped-def]
+        real_put(table, ids, np.roll(scores, 1), meta)
+
+    monkeypatch.setattr(store, "put_predictions", shifted)
+    run = _scorer(store, predictors["v1"], write_batch=200).score([DAY])
+    assert run.status == "written" and run.rows == len(_day_flights())
+    assert run.read_back["rows"] == 25 and run.read_back["mismatched"] >= 20
+    assert sorted(store.scores(run.table)) == sorted(
+        offline_scores(predictors["v1"], _day_flights()).values()
+    )
+    result = publish_run(store, run, force=True)
+    assert not result.ok and store.pointer(DAY) is None
+    failed = [c for c in result.checks if not c.passed]
+    assert [c.name for c in failed] == ["read_back"]
+    assert "of 25 sampled rows differ" in failed[0].detail and "recomputed" in failed[0].detail
+    assert store.load_run(run.run_id).status == "rejected"  # type: ignore[union-attr]
+
+
+def test_an_honest_run_reads_back_every_sampled_row(
+    store: PredictionTableStore, predictors: dict[str, Predictor]
+) -> None:
+    fl = load_flights((3,))
+    week = fl[fl["day"] <= 10].reset_index(drop=True)
+    run = _scorer(store, predictors["v1"], flights=week).score([f"2013-03-{d:02d}" for d in range(1, 11)])
+    assert run.read_back == {"rows": 8 * 25, "mismatched": 0, "example": ""}
+    check = next(c for c in publish_run(store, run).checks if c.name == "read_back")
+    assert check.passed and check.detail == "200 sampled rows scored again equal the stored rows"
