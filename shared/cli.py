@@ -101,6 +101,12 @@ def train(train_months: tuple[int, ...], valid_months: tuple[int, ...], max_iter
         f"(delay rate by hour {version.metrics['baseline_auc']:.4f}), log loss "
         f"{version.metrics['valid_logloss']:.4f} (constant prior {version.metrics['baseline_logloss']:.4f})"
     )
+    m = version.metrics
+    if "decision_threshold" in m:
+        click.echo(
+            f"  'delayed' from {m['decision_threshold']:.3f} (best F1 on validation: "
+            f"precision {m['valid_precision']:.2f}, recall {m['valid_recall']:.2f})"
+        )
 
 
 @click.group(cls=CommandGroup)

@@ -339,7 +339,7 @@ class StreamWorker:
                 "flight_id": ev.id,
                 "model_version": self.version,
                 "probability": p,
-                "delayed": p >= 0.5,
+                "delayed": p >= self.predictor.decision_threshold,
                 "sched_ts": ev.ts,
                 "partition": tp.partition,
                 "offset": m.offset,

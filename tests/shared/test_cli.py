@@ -23,6 +23,7 @@ def test_train_then_show_prints_metrics_and_verified_checksums(tmp_path: Path) -
     )
     assert trained.returncode == 0, trained.stderr
     assert "registered v1" in trained.stdout
+    assert "'delayed' from 0." in trained.stdout and "(best F1 on validation" in trained.stdout
     shown = _mlpatterns("models", "show", "v1", home=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "valid_auc" in shown.stdout and "baseline_auc" in shown.stdout

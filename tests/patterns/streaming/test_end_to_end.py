@@ -48,6 +48,11 @@ def test_a_full_day_streamed_equals_the_offline_path(
     assert set(got) == set(expected)
     assert all(v["model_version"] == "v1" for v in values)
     assert {fid: v["probability"] for fid, v in got.items()} == {fid: p for fid, (p, _) in expected.items()}
+    # "delayed" is the model's own cut (best F1 on its validation month), not 0.5.
+    cut = predictor.model.metrics["decision_threshold"]
+    assert 0.1 < cut < 0.45 and predictor.decision_threshold == cut
+    assert all(v["delayed"] == (v["probability"] >= cut) for v in values)
+    assert any(cut <= v["probability"] < 0.5 for v in values)  # flights only the chosen cut flags
     # Features, from the prediction log: every one of the 25 exactly equal to the offline executor's.
     logged = {r["request_id"]: r for r in iter_records("streaming", tmp_path)}
     assert set(logged) == set(expected)

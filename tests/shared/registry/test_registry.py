@@ -11,7 +11,7 @@ import pytest
 
 from shared.errors import UserError
 from shared.example.flights import FLIGHT_FEATURES
-from shared.example.train import TrainingConfig, train
+from shared.example.train import TrainingConfig, decision_threshold, train
 from shared.predictor import Predictor
 from shared.registry import FingerprintMismatch, IntegrityError, InvalidVersion, Registry, UnknownVersion
 
@@ -31,6 +31,8 @@ def test_a_trained_version_records_metrics_checksums_and_beats_the_baseline(regi
     assert 0.55 < v.metrics["baseline_auc"] < v.metrics["valid_auc"] - 0.05
     assert v.metrics["valid_logloss"] < v.metrics["baseline_logloss"]
     assert v.metrics["onnx_max_abs_diff"] < 1e-5
+    assert 0.1 < v.metrics["decision_threshold"] < 0.5  # best F1 sits below 0.5 at a 20 % delay rate
+    assert 0 < v.metrics["valid_recall"] < 1 and 0 < v.metrics["valid_precision"] < 1
     assert set(v.artifacts) == {"model.onnx", "model.pkl", "golden.npz"}
     v.verify()
     inputs, outputs = v.golden_set()
@@ -139,3 +141,11 @@ def test_a_missing_version_is_a_user_error_that_is_still_a_key_error(private: Re
         empty.latest()
     assert isinstance(caught.value, UserError) and isinstance(caught.value, KeyError)
     assert str(caught.value) == f"the registry at {empty.root} is empty: run `mlpatterns train` first"
+
+
+def test_the_decision_threshold_is_the_best_f1_cut() -> None:
+    y = np.array([0, 0, 1, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.35, 0.6, 0.9])
+    cut, precision, recall = decision_threshold(y, p)
+    # Cutting at 0.3 flags 4 flights, 3 of them delayed: F1 6/7, better than any other cut.
+    assert (cut, precision, recall) == (0.3, 0.75, 1.0)
