@@ -167,6 +167,7 @@ def main() -> None:
         ("inference (onnxruntime)", t("inference")),
         ("writes (pattern, HBase; overlapped)", t("writes")),
         ("  of which after the last chunk", t("write_tail")),
+        ("read back (8 dates x 25 flights)", t("read_back")),
         ("prediction log", t("log")),
         ("validate + quarantine", t("validate")),
         ("end to end (score)", t("score")),
