@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from patterns.batch_db.store import PredictionTableStore, date_of
+from patterns.batch_db.store import PredictionTableStore
 
 __all__ = ["read_back"]
 
@@ -42,8 +42,11 @@ def read_back(
         return {"rows": 0, "mismatched": 0, "example": ""}
     rng = np.random.default_rng(int(hashlib.sha256(seed.encode()).hexdigest()[:12], 16))
     ids = rows["flight_id"].astype(str)
-    dates = ids.map(date_of).to_numpy()
-    chosen = rng.choice(np.unique(dates), size=min(DATES, len(np.unique(dates))), replace=False)
+    # The id's YYYYMMDD prefix is its date (the scorer quarantined every id without one); sliced in
+    # one vectorised call, where date_of per row cost a quarter of a second for a year.
+    dates = ids.str.slice(0, 8).to_numpy()
+    every = np.unique(dates)
+    chosen = rng.choice(every, size=min(DATES, len(every)), replace=False)
     checked = mismatched = 0
     example = ""
     for date in sorted(chosen):

@@ -28,7 +28,7 @@ import inspect
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -142,6 +142,7 @@ class WindowFeature:
 
 
 Feature = RowFeature | AsOfFeature | WindowFeature
+_Time = TypeVar("_Time", int, np.ndarray)
 
 
 @dataclass(frozen=True)
@@ -197,9 +198,10 @@ class FeatureSet:
         lateness = self.source(source).allowed_lateness_seconds
         return self.lead_seconds + self.max_window_seconds(source) + lateness
 
-    def as_of(self, request_times: np.ndarray) -> np.ndarray:
-        """The times features are computed at: ``request_time − lead_seconds``."""
-        return np.asarray(request_times, dtype=np.int64) - self.lead_seconds
+    def as_of(self, request_time: _Time) -> _Time:
+        """The time features are computed at, ``request_time − lead_seconds`` (epoch seconds or an
+        int64 array of them): the one place every executor takes it from."""
+        return request_time - self.lead_seconds
 
     def fingerprint(self) -> str:
         payload = {

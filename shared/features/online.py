@@ -66,7 +66,7 @@ class OnlineExecutor:
 
     def _plan(self, requests: Sequence[Mapping[str, Any]]) -> _Plan:
         fs = self.feature_set
-        t = [_time(r, fs.request_time) - fs.lead_seconds for r in requests]
+        t = [fs.as_of(_time(r, fs.request_time)) for r in requests]
         columns = {c: np.asarray([_field(r, c) for r in requests]) for c in self._row_inputs}
         keys = {k: [str(_field(r, k)) for r in requests] for k in self._keys}
         # Requests of a micro-batch share carriers, origins and often times: each distinct query
