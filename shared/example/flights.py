@@ -1,7 +1,8 @@
 """The example task's feature set: will a scheduled New York flight leave 15 minutes late or more?
 
 The question is asked an hour ahead: everything here is known at ``t = sched_ts − 1 h``. That is
-the schedule itself, the latest hourly weather at the origin at or before ``t`` (stale after 3 h),
+the schedule itself, the latest hourly weather report at the origin known by ``t`` (at minute 51 of
+its hour, see ``WEATHER_REPORT_MINUTE``; stale after 3 h),
 and how late the carrier's and the origin's flights that actually departed in the hour, 3 h and
 24 h before ``t`` were. The hour matters: more than half the flights leave ahead of schedule (by
 up to 43 minutes), so windows ending at ``sched_ts`` would hold the flight's own departure and its
@@ -117,7 +118,7 @@ def _features() -> tuple[RowFeature | AsOfFeature | WindowFeature, ...]:
             "origin",
             field,
             _WEATHER_TTL,
-            doc="latest hourly weather at the origin at or before t = sched - 1h; missing past 3 h",
+            doc="latest hourly report (known at :51) at the origin by t = sched - 1h; missing past 3 h",
         )
         for field in WEATHER_FIELDS
     ]

@@ -12,8 +12,10 @@ clock times, EST in January and EDT in July); the question is asked an hour ahea
 
 * row features: the scheduled local hour, weekday (Monday = 0) and month, the carrier / origin /
   destination codes (position in the declared vocabulary, -1 for an unknown value), the distance;
-* ``wx_<field>``: that field of the latest weather observation at the origin stamped at or before
-  ``t``; missing when there is none or it is more than 3 h older than ``t``;
+* ``wx_<field>``: that field of the latest weather report at the origin known at or before ``t``;
+  missing when there is none or it is more than 3 h older than ``t``. The file stamps the report of
+  local hour h at h:00, but nycflights13 built it from what was reported up to h:51, the routine
+  METAR (its ``data-raw/weather.R``), so it is known at h:51;
 * ``<key>_dep_count_<w>`` / ``<key>_dep_delay_<w>``: the number and mean departure delay of the
   flights of the same carrier (origin) that actually left, at scheduled time + delay, in
   ``[t - w, t)``; a cancelled flight (no delay) never left; the mean is missing when none did.
@@ -36,6 +38,7 @@ HOUR = 3600
 LEAD = HOUR  # features are as of one hour before the scheduled departure
 WINDOWS = {"1h": HOUR, "3h": 3 * HOUR, "24h": 24 * HOUR}
 WEATHER_TTL = 3 * HOUR
+REPORTED = 51 * 60  # a weather row stamped h:00 is known at h:51
 WEATHER_FIELDS = ("temp", "humid", "wind_speed", "precip", "pressure", "visib")
 #: The columns that name one scheduled flight (no two flights of 2013 share them).
 FLIGHT_KEY = ["year", "month", "day", "hour", "minute", "carrier", "flight", "origin"]
@@ -56,17 +59,20 @@ def raw() -> tuple[pd.DataFrame, pd.DataFrame]:
     flights["t"] = flights["sched"] - LEAD
     weather = pd.read_csv(data_dir() / "weather.csv", na_values=["NA"], keep_default_na=False)
     # The local hour is ambiguous on the autumn clock change; the UTC stamp is not.
-    weather["obs"] = _epoch(pd.to_datetime(weather["time_hour"], utc=True, format="%Y-%m-%dT%H:%M:%SZ"))
+    stamped = _epoch(pd.to_datetime(weather["time_hour"], utc=True, format="%Y-%m-%dT%H:%M:%SZ"))
+    weather["obs"] = stamped + REPORTED
     assert not weather.duplicated(["origin", "obs"]).any()  # "the latest observation" is one row
     return flights, weather
 
 
 def _sample(flights: pd.DataFrame) -> pd.DataFrame:
-    """Every 97th flight of January (EST) and July (EDT, summer storms), plus every flight of the
-    two evenings before the weather's 6-hour gaps (last report 19:00 local), so the 3 h TTL bites
-    (for the few flights scheduled after 23:00, whose feature time is after 22:00)."""
+    """Every 97th flight of January (EST) and July (EDT, summer storms); every tenth flight
+    scheduled at minute 51, whose feature time falls exactly on a report; and every flight of the
+    two evenings before the weather's 6-hour gaps (last report known at 19:51 local), so the 3 h
+    TTL bites (for the few flights scheduled after 23:51, whose feature time is after 22:51)."""
     january = flights[flights["month"] == 1].iloc[::97]
     july = flights[flights["month"] == 7].iloc[::97]
+    on_a_report = flights[flights["minute"] == 51].iloc[::10]
     gap_evenings = flights[
         (
             ((flights["month"] == 10) & (flights["day"] == 25))
@@ -74,7 +80,7 @@ def _sample(flights: pd.DataFrame) -> pd.DataFrame:
         )
         & (flights["hour"] >= 21)
     ]
-    return pd.concat([january, july, gap_evenings]).reset_index(drop=True)
+    return pd.concat([january, july, on_a_report, gap_evenings]).reset_index(drop=True)
 
 
 #: (key column, key value) -> (actual departure instants, delays) of the flights that left.
@@ -169,7 +175,7 @@ def test_every_feature_of_sampled_flights_equals_the_brute_force_oracle(oracle) 
     assert failures == []
 
 
-def test_the_sample_exercises_every_case(oracle) -> None:  # type: ignore[no-untyped-def]
+def test_the_sample_exercises_every_case(oracle, raw) -> None:  # type: ignore[no-untyped-def]
     """The comparison above is not vacuous: windows are populated, their bounds are hit, weather is
     sometimes missing (a NaN field, a stale report) and cancelled flights are among the requests."""
     sample, departed, expected = oracle
@@ -181,10 +187,12 @@ def test_the_sample_exercises_every_case(oracle) -> None:  # type: ignore[no-unt
     means = expected["carrier_dep_delay_3h"]
     assert len(np.unique(means[np.isfinite(means)])) > 100  # real averages, not a few repeated values
     stale = np.isnan(expected["wx_temp"])
-    # The gap evenings: t after 22:00 local, flights scheduled after 23:00 (only a few fly then).
+    # The gap evenings: t after 22:51 local, flights scheduled at 23:59 (only a few fly then).
     assert 3 <= stale.sum() < 0.05 * len(sample)
     assert (np.isnan(expected["wx_pressure"]) & ~stale).sum() > 20  # a report without a pressure
-    assert (sample["minute"] == 0).sum() > 50  # a report stamped exactly t is "at or before t"
+    reports = set(zip(raw[1]["origin"], raw[1]["obs"], strict=True))
+    on_t = sum((origin, t) in reports for origin, t in zip(sample["origin"], sample["t"], strict=True))
+    assert on_t > 50  # a report known exactly at t is "at or before t"
     # (Every carrier, origin and destination of 2013 is in the vocabularies: the real data holds no
     # unknown code, so -1 is left to the property tests' made-up "XXX" destination.)
     assert min(expected["carrier"].min(), expected["origin"].min(), expected["dest"].min()) >= 0
