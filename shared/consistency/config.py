@@ -40,7 +40,10 @@ class ThresholdsError(UserError, ValueError):
 
 _FEATURE_KEYS = frozenset({"abs_tol", "rel_tol", "max_mismatch_rate"})
 _EXPORT_KEYS = frozenset(f.name for f in fields(ExportTolerance))
-_DRIFT_KEYS = frozenset({"small_sample_rows", "psi", "js", "linf", "max_missing_diff", "p_value", "action"})
+_DRIFT_KEYS = frozenset(
+    {"small_sample_rows", "psi", "js", "linf", "share_ratio", "min_share", "max_missing_diff"}
+    | {"p_value", "action"}
+)
 _DRIFT_ACTIONS = ("fail", "warn", "ignore")
 
 #: section -> (its own keys, its free-form sub-table or None, the keys of each entry of that table).
@@ -133,7 +136,8 @@ class Thresholds:
         return ExportTolerance(**values)
 
     def drift(self, name: str) -> dict[str, Any]:
-        """psi, js, linf, max_missing_diff, p_value, small_sample_rows and action for one feature."""
+        """psi, js, linf, share_ratio, min_share, max_missing_diff, p_value, small_sample_rows and
+        action for one feature."""
         section = self.data["drift"]
         base = {k: v for k, v in section.items() if k not in ("per_feature", "default_action")}
         base["action"] = section.get("default_action", "fail")

@@ -3,12 +3,20 @@
 Serving features come from the prediction log (what serving used); training features are the
 offline features of the model's training window (the registry manifest's ``training`` dict). Per
 feature, numeric: PSI (reusing ``shared.deploy.metrics.psi``) and Jensen-Shannon distance on training
-quantile bins; categorical: L-infinity distance of the value shares; every feature: the share of
-missing values. A feature fails when a distance passes its limit. Below ``small_sample_rows``
+quantile bins; categorical: L-infinity distance of the value shares, and each value's share on its
+own; every feature: the share of missing values. A feature fails when a distance passes its limit.
+Below ``small_sample_rows``
 serving rows it must also be significant, because binned distances of a few hundred rows are mostly
 noise: a two-sample test (KS, chi-squared with rare values pooled, binomial for the missing share)
 at ``p_value`` divided by the number of features measured (Bonferroni). Significance alone is not
 enough: a thousand rows make a one-point change in the origin mix "significant" on most days.
+
+L-infinity alone misses one carrier's flights vanishing (AA is 9.8 % of the flights, under the 0.1
+limit), and a smaller limit would fail on a day's sampling noise. So a categorical feature also fails
+when one value's share moves by a factor of ``share_ratio`` or more (from zero counts as infinite: a
+code the model never saw), for values holding at least ``min_share`` on one side, and only when a
+binomial test on that value is significant at the feature's level divided by the number of values:
+a rare destination doubles by chance on a quiet day, a carrier does not vanish by chance.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from shared.deploy.metrics import psi
 from shared.features import FeatureSet, RowFeature
 from shared.registry import ModelVersion, Registry
 
-__all__ = ["check_drift", "jensen_shannon", "linf_distance", "training_features"]
+__all__ = ["check_drift", "jensen_shannon", "linf_distance", "share_shift", "training_features"]
 
 _JS_BINS = 20
 
@@ -59,6 +67,35 @@ def linf_distance(reference: np.ndarray, current: np.ndarray) -> tuple[float, An
     q = np.array([np.mean(current == v) for v in values])
     i = int(np.argmax(np.abs(p - q)))
     return float(abs(p[i] - q[i])), values[i].item()
+
+
+def share_shift(
+    reference: np.ndarray, current: np.ndarray, ratio: float, min_share: float, alpha: float
+) -> dict[str, float] | None:
+    """The value whose share moved most significantly by ``ratio`` or more, or None.
+
+    Only values holding ``min_share`` on one side count; the binomial p of the serving count against
+    the training share must be below ``alpha`` divided by the number of values."""
+    from scipy.stats import binomtest
+
+    values, ref_counts = np.unique(reference, return_counts=True)
+    shares = dict(zip(values.tolist(), (ref_counts / reference.size).tolist(), strict=True))
+    cur_values, cur_counts = np.unique(current, return_counts=True)
+    counts = dict(zip(cur_values.tolist(), cur_counts.tolist(), strict=True))
+    every = sorted(set(shares) | set(counts))
+    worst: dict[str, float] | None = None
+    for v in every:
+        p, k = shares.get(v, 0.0), counts.get(v, 0)
+        q = k / current.size
+        big, small = max(p, q), min(p, q)
+        if big < min_share or big < ratio * small:
+            continue
+        # A value never seen in training has share 0: any sighting is infinitely unlikely, so test
+        # against a share too small to matter instead.
+        pvalue = float(binomtest(k, current.size, max(p, 1e-9)).pvalue)
+        if pvalue < alpha / len(every) and (worst is None or pvalue < worst["share_p"]):
+            worst = {"share_at": v, "share_training": p, "share_serving": q, "share_p": pvalue}
+    return worst
 
 
 def check_drift(
@@ -166,6 +203,14 @@ def _measure(
         test = "chi-squared" if categorical else "KS"
         p = metrics["chi2_p"] if categorical else metrics["ks_p"]
         reasons.append(f"{cur_all.size} rows: {test} p = {p:.2g} < {alpha:.2g}")
+    # Its own test at every sample size, so after the note above, which is about the distances.
+    shift = share_shift(ref, cur, limit["share_ratio"], limit["min_share"], alpha) if categorical else None
+    if shift is not None:
+        metrics |= shift
+        reasons.append(
+            f"code {shift['share_at']:g}: {shift['share_serving']:.1%} of serving vs "
+            f"{shift['share_training']:.1%} in training (binomial p = {shift['share_p']:.2g})"
+        )
     metrics["test"] = "small-sample" if small else "distance"
     # The distances first: the terminal table shows the first few metrics of a row.
     order = ["psi", "js", "ks_p", "linf", "linf_at", "chi2_p", "test"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from shared.consistency import check_drift, check_features, load_records
-from shared.example.flights import CARRIERS, FLIGHT_FEATURES
+from shared.example.flights import CARRIERS, DESTS, FLIGHT_FEATURES
 
 SERVED_DAYS = tuple(range(25, 32))  # the days the world serves (conftest)
 POPULATION = {"hour", "carrier", "origin", "dest", "distance"}  # the features gated by default
@@ -25,14 +25,18 @@ def test_a_week_of_normal_traffic_passes(world, serve) -> None:  # type: ignore[
     assert result.finding("wx_pressure").status == "warn"
 
 
-def test_evening_only_population_flags_hour_and_nothing_else(world, serve) -> None:  # type: ignore[no-untyped-def]
+def test_evening_only_population_flags_hour_and_the_destinations_flown_by_day(world, serve) -> None:  # type: ignore[no-untyped-def]
     evening = world.rows(world.requests["hour"] >= 17)
     assert len(evening) > 1000
     serve(evening)
     result = _drift(world)
-    assert result.flagged == ["hour"]
+    assert result.flagged == ["hour", "dest"]
     hour = result.finding("hour")
     assert hour.metrics["psi"] > 0.25 and hour.metrics["js"] > 0.1
+    # Fort Myers (1.1 % of January) is flown by day: none of the served evenings goes there.
+    dest = result.finding("dest").metrics
+    assert DESTS[int(dest["share_at"])] == "RSW" and dest["share_serving"] == 0.0
+    assert dest["linf"] < 0.1  # which L-inf alone would not have shown
     # The features themselves are right: the per-example check has nothing to say.
     assert check_features(load_records(), sources=world.sources).passed
 
@@ -93,3 +97,20 @@ def test_a_feed_gone_missing_is_flagged_though_the_values_that_arrived_look_norm
     # The same week with every value present: no word about missing values.
     clean = check_drift(_records(world, np.arange(len(x))), world.model, training=world.training)
     assert "missing" not in clean.finding("wx_visib").message
+
+
+def test_a_carrier_gone_from_serving_is_flagged_though_l_inf_stays_under_its_limit(world) -> None:  # type: ignore[no-untyped-def]
+    """Envoy (MQ) flies 8 % of January: losing it moves no share by more than 0.1, so the L-inf
+    limit passes it; the per-value test does not, for the week and for one day alone."""
+    days = world.requests["day"].to_numpy()
+    without_mq = world.requests["carrier"].to_numpy() != "MQ"
+    for rows in (np.flatnonzero(without_mq), np.flatnonzero(without_mq & (days == 31))):
+        carrier = check_drift(_records(world, rows), world.model, training=world.training).finding("carrier")
+        assert carrier.status == "fail", carrier.metrics
+        assert CARRIERS[int(carrier.metrics["share_at"])] == "MQ"
+        assert carrier.metrics["share_serving"] == 0.0 and carrier.metrics["share_training"] > 0.07
+        assert carrier.metrics["linf"] < 0.1
+        assert carrier.message == (
+            f"code {CARRIERS.index('MQ')}: 0.0% of serving vs {carrier.metrics['share_training']:.1%} "
+            f"in training (binomial p = {carrier.metrics['share_p']:.2g})"
+        )
