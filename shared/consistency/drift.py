@@ -5,11 +5,11 @@ offline features of the model's training window (the registry manifest's ``train
 feature, numeric: PSI (reusing ``shared.deploy.metrics.psi``) and Jensen-Shannon distance on training
 quantile bins; categorical: L-infinity distance of the value shares, and each value's share on its
 own; every feature: the share of missing values. A feature fails when a distance passes its limit.
-Below ``small_sample_rows``
-serving rows it must also be significant, because binned distances of a few hundred rows are mostly
-noise: a two-sample test (KS, chi-squared with rare values pooled, binomial for the missing share)
-at ``p_value`` divided by the number of features measured (Bonferroni). Significance alone is not
-enough: a thousand rows make a one-point change in the origin mix "significant" on most days.
+Below ``small_sample_rows`` serving rows it must also be significant, because binned distances of a
+few hundred rows are mostly noise: a two-sample test (KS, chi-squared with rare values pooled,
+binomial for the missing share) at ``p_value`` divided by the number of features measured
+(Bonferroni). Significance alone is not enough: a thousand rows make a one-point change in the
+origin mix "significant" on most days.
 
 L-infinity alone misses one carrier's flights vanishing (AA is 9.8 % of the flights, under the 0.1
 limit), and a smaller limit would fail on a day's sampling noise. So a categorical feature also fails
