@@ -33,8 +33,7 @@ class Predictor:
         )
         self._input = self._session.get_inputs()[0].name
         self.n_features = len(model.feature_names)
-        #: The yes/no cut chosen at training (best F1 on validation); 0.5 for a model that records none.
-        self.decision_threshold = float(model.metrics.get("decision_threshold", 0.5))
+        self.decision_threshold = model.decision_threshold
 
     @classmethod
     def load(

@@ -25,13 +25,13 @@ from patterns.batch_db.scoring import EXAMPLE_DATES, BatchScorer, date_range, ou
 from patterns.batch_db.store import PredictionTableStore, RunRecord, open_store
 from shared.deploy import (
     BakeMetrics,
-    Candidate,
     GoldenSetGate,
     GuardrailGate,
     ReadinessGate,
     Slot,
     Switch,
     Target,
+    registry_cards,
 )
 from shared.deploy.gates import Gate, GateContext, Phase
 from shared.deploy.state import GateResult, TargetState
@@ -41,7 +41,7 @@ from shared.predlog import PredictionLog
 from shared.registry import Registry
 from shared.settings import SettingError, env_float
 
-__all__ = ["BatchSwitch", "RunGate", "build_target", "model_card"]
+__all__ = ["BatchSwitch", "RunGate", "build_target"]
 
 
 class BatchSwitch(Switch):
@@ -156,13 +156,6 @@ class RunGate(Gate):
         return self._result(ctx, not failed, detail, metrics=metrics)
 
 
-def model_card(registry: Registry, version: str) -> Candidate:
-    """The deploy core's view of a registered version: fingerprint and golden set."""
-    model = registry.get(version)
-    inputs, outputs = model.golden_set()
-    return Candidate(model.version, model.feature_fingerprint, inputs, outputs)
-
-
 def build_target(
     store: str | PredictionTableStore | None = None,
     dates: Sequence[str] | None = None,
@@ -185,7 +178,7 @@ def build_target(
         RunGate(switch, limit),
         GuardrailGate(max_psi=limit),
     ]
-    return Target("batch_db", switch, FLIGHT_FEATURES.fingerprint(), lambda v: model_card(registry, v), gates)
+    return Target("batch_db", switch, FLIGHT_FEATURES.fingerprint(), registry_cards(registry), gates)
 
 
 def _dates_from_env() -> list[str]:

@@ -17,7 +17,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,7 +24,7 @@ from patterns.mobile.export import FILES, export_dir, load_export, load_reports,
 from patterns.mobile.inputs import MOBILE_FEATURES
 from patterns.mobile.manifest import Channel, Entry, default_channel
 from patterns.mobile.model import mobile_registry
-from shared.deploy import BakeMetrics, Candidate, GoldenSetGate, ReadinessGate, Slot, Switch, Target
+from shared.deploy import BakeMetrics, GoldenSetGate, ReadinessGate, Slot, Switch, Target, registry_cards
 from shared.deploy.state import SlotState, TargetState
 from shared.registry import FingerprintMismatch, Registry, sha256_file
 
@@ -125,12 +124,6 @@ class ManifestSwitch(Switch):
         return Entry(**live) if live else None
 
 
-def _card(registry: Registry, version: str) -> Any:
-    mv = registry.get(version)
-    inputs, outputs = mv.golden_set()
-    return Candidate(mv.version, mv.feature_fingerprint, inputs, outputs)
-
-
 def build_target(
     channel: str | Channel | None = None,
     registry: Registry | None = None,
@@ -144,6 +137,4 @@ def build_target(
     reg = registry or mobile_registry(home / "mobile" / "registry" if home else None)
     chan = channel if isinstance(channel, Channel) else Channel(channel or default_channel(), home, fmt)
     gates = [ReadinessGate(timeout_s=5.0), GoldenSetGate(atol=1e-4)]
-    return Target(
-        "mobile", ManifestSwitch(chan), MOBILE_FEATURES.fingerprint(), lambda v: _card(reg, v), gates
-    )
+    return Target("mobile", ManifestSwitch(chan), MOBILE_FEATURES.fingerprint(), registry_cards(reg), gates)

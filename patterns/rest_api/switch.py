@@ -39,12 +39,21 @@ import psutil
 
 from patterns.rest_api.nginx import RestFront
 from shared import settings
-from shared.deploy import BakeMetrics, Slot, SlotState, Switch, Target, TargetState, default_gates
+from shared.deploy import (
+    BakeMetrics,
+    Slot,
+    SlotState,
+    Switch,
+    Target,
+    TargetState,
+    default_gates,
+    registry_cards,
+)
 from shared.deploy.gates import Gate, ShadowGate
 from shared.example.flights import FLIGHT_FEATURES
 from shared.registry import Registry
 
-__all__ = ["ColourConfig", "RegistryCard", "RestSwitch", "admin_token", "build_target", "default_rest_gates"]
+__all__ = ["ColourConfig", "RestSwitch", "admin_token", "build_target", "default_rest_gates"]
 
 #: Where the admin endpoints read their token from (the app and this switch agree on it).
 TOKEN_ENV = "MLPATTERNS_ADMIN_TOKEN"
@@ -341,26 +350,6 @@ def _port_busy(port: int) -> bool:
     return False
 
 
-@dataclass(frozen=True)
-class RegistryCard:
-    """A registry version seen as the deploy core's ModelCard (golden set loaded on first use)."""
-
-    registry: Registry
-    version: str
-
-    @property
-    def feature_fingerprint(self) -> str:
-        return self.registry.get(self.version).feature_fingerprint
-
-    @property
-    def golden_inputs(self) -> np.ndarray:
-        return self.registry.get(self.version).golden_set()[0]
-
-    @property
-    def golden_outputs(self) -> np.ndarray:
-        return self.registry.get(self.version).golden_set()[1]
-
-
 def default_rest_gates() -> list[Gate]:
     """The core's gates; the shadow phase waits at most MLPATTERNS_REST_SHADOW_TIMEOUT seconds
     (default 120) for live traffic to replay, and is left out when it is 0 (no traffic to judge)."""
@@ -384,6 +373,6 @@ def build_target(
         "rest_api",
         switch,
         FLIGHT_FEATURES.fingerprint(),
-        lambda version: RegistryCard(reg, version),
+        registry_cards(reg),
         default_rest_gates() if gates is None else gates,
     )

@@ -236,12 +236,17 @@ def switch_(prefix: str, bootstrap: str, version: str | None, registry: Path | N
 @stream.command()
 @_PREFIX
 @_BOOTSTRAP
+@click.option("--registry", type=click.Path(path_type=Path), default=None, help="Registry root.")
 @click.argument("live")
 @click.argument("candidate")
-def compare(prefix: str, bootstrap: str, live: str, candidate: str) -> None:
-    """Shadow comparison of two versions' prediction topics, joined on flight_id."""
+def compare(prefix: str, bootstrap: str, registry: Path | None, live: str, candidate: str) -> None:
+    """Shadow comparison of two versions' prediction topics, joined on flight_id; decisions at
+    each version's own threshold, as its workers publish them."""
     from patterns.streaming.messages import Topics
     from patterns.streaming.switch import StreamSwitch, compare_table
+    from shared.registry import Registry
 
+    models = Registry(registry)
+    cuts = (models.get(live).decision_threshold, models.get(candidate).decision_threshold)
     pairs = StreamSwitch(bootstrap, Topics(prefix)).pairs(live, candidate)
-    click.echo(compare_table(live, candidate, *pairs))
+    click.echo(compare_table(live, candidate, *pairs, cuts=cuts))

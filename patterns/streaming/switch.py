@@ -27,12 +27,21 @@ import numpy as np
 from patterns.streaming.messages import SCORING_FAILURE, Topics, ensure_topics, producer
 from patterns.streaming.reader import Control
 from shared import settings
-from shared.deploy import BakeMetrics, Candidate, Slot, SlotState, Switch, Target, TargetState, default_gates
+from shared.deploy import (
+    BakeMetrics,
+    Slot,
+    SlotState,
+    Switch,
+    Target,
+    TargetState,
+    default_gates,
+    registry_cards,
+)
 from shared.deploy.metrics import agreement_rate, p99, psi
 from shared.example.flights import FLIGHT_FEATURES
 from shared.registry import Registry
 
-__all__ = ["StreamSwitch", "WorkerPool", "build_target", "compare_table", "model_card"]
+__all__ = ["StreamSwitch", "WorkerPool", "build_target", "compare_table"]
 
 
 class WorkerPool:
@@ -293,29 +302,26 @@ class StreamSwitch(Switch):
             consumer.close()
 
 
-def compare_table(live: str, candidate: str, a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> str:
-    """The shadow comparison as a small text table (what the gates judge, for people)."""
+def compare_table(
+    live: str, candidate: str, a: np.ndarray, b: np.ndarray, cuts: tuple[float, float] = (0.5, 0.5)
+) -> str:
+    """The shadow comparison as a small text table (what the gates judge, for people); ``cuts`` are
+    the two versions' decision thresholds, the scores from which each publishes "delayed"."""
     if len(a) == 0:
         return f"{live} vs {candidate}: no flight scored by both yet"
     diff = np.abs(a - b)
+    cut_a, cut_b = cuts
     rows = [
         ("flights scored by both", f"{len(a):,}"),
-        ("decision agreement", f"{agreement_rate(a, b, threshold):.2%}"),
-        (f"{live} mean score / delayed", f"{a.mean():.3f} / {np.mean(a >= threshold):.1%}"),
-        (f"{candidate} mean score / delayed", f"{b.mean():.3f} / {np.mean(b >= threshold):.1%}"),
+        ("decision agreement", f"{agreement_rate(a, b, cut_a, cut_b):.2%}"),
+        (f"{live} mean score / delayed from {cut_a:.3f}", f"{a.mean():.3f} / {np.mean(a >= cut_a):.1%}"),
+        (f"{candidate} mean score / delayed from {cut_b:.3f}", f"{b.mean():.3f} / {np.mean(b >= cut_b):.1%}"),
         ("mean |diff|", f"{diff.mean():.4f}"),
         ("p99 |diff|", f"{np.percentile(diff, 99):.4f}"),
         ("psi (candidate vs live)", f"{psi(a, b):.4f}"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
-
-
-def model_card(registry: Registry, version: str) -> Candidate:
-    """The deploy core's view of a registered version: fingerprint and golden set."""
-    model = registry.get(version)
-    inputs, outputs = model.golden_set()
-    return Candidate(model.version, model.feature_fingerprint, inputs, outputs)
 
 
 def build_target(
@@ -333,6 +339,4 @@ def build_target(
         reg.root,
         workers or settings.env_int("MLPATTERNS_STREAM_WORKERS", 1, lo=1),
     )
-    return Target(
-        "streaming", switch, FLIGHT_FEATURES.fingerprint(), lambda v: model_card(reg, v), default_gates()
-    )
+    return Target("streaming", switch, FLIGHT_FEATURES.fingerprint(), registry_cards(reg), default_gates())

@@ -24,6 +24,7 @@ from shared.deploy.gates import (
     ShadowGate,
     check_fingerprint,
     default_gates,
+    registry_cards,
 )
 from shared.deploy.metrics import agreement_rate, p99, psi
 from shared.deploy.state import (
@@ -79,4 +80,5 @@ __all__ = [
     "open_store",
     "p99",
     "psi",
+    "registry_cards",
 ]

@@ -126,6 +126,7 @@ class Deployer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         on_event: Callable[[AuditEvent], None] | None = None,
+        models: Callable[[str], ModelCard] | None = None,
     ) -> None:
         self.target = target
         self.switch = switch
@@ -135,10 +136,12 @@ class Deployer:
         self._clock = clock
         self._sleep = sleep
         self._on_event = on_event  # called with each audit event once it is durable (CLI progress)
+        self._models = models  # version -> card, for the live version's decision threshold
         self._events: list[AuditEvent] = []
 
     @classmethod
     def for_target(cls, target: Target, store: StateStore, **kwargs: object) -> Deployer:
+        kwargs.setdefault("models", target.models)
         return cls(target.name, target.switch, store, target.feature_fingerprint, target.gates, **kwargs)  # type: ignore[arg-type]
 
     def state(self) -> TargetState:
@@ -235,6 +238,7 @@ class Deployer:
         self._move(st, cand, _S.VERIFYING, "staged")
         st = self._commit(st)
         ctx = GateContext(self.switch, cand, st.live, model, "verify", clock=self._clock, sleep=self._sleep)
+        ctx.live_model = self._live_card(st)
         failed = self._gates(st, ctx, "verify")
         if failed is None and any(g.phase == "shadow" for g in self.gates):
             self._move(st, cand, _S.VERIFIED, "verification passed")
@@ -269,6 +273,14 @@ class Deployer:
         st.weights, st.deployment, st.owner = {cand: 1.0}, None, None
         st = self._commit(st)
         return DeployResult(True, model.version, cand, "live", st, list(st.gates))
+
+    def _live_card(self, st: TargetState) -> ModelCard | None:
+        if self._models is None or st.live_version is None:
+            return None
+        try:
+            return self._models(st.live_version)
+        except KeyError:  # the live version left the registry: gates fall back to the candidate's view
+            return None
 
     def _gates(self, st: TargetState, ctx: GateContext, phase: str) -> GateResult | None:
         for gate in (g for g in self.gates if g.phase == phase):

@@ -38,15 +38,21 @@ def psi(reference: ArrayLike, current: ArrayLike, bins: int = 10, eps: float = 1
     return float(np.sum((cur_frac - ref_frac) * np.log(cur_frac / ref_frac)))
 
 
-def agreement_rate(a: ArrayLike, b: ArrayLike, threshold: float = 0.5) -> float:
-    """Share of rows where two score vectors take the same decision (score >= threshold)."""
+def agreement_rate(
+    a: ArrayLike, b: ArrayLike, threshold: float = 0.5, threshold_b: float | None = None
+) -> float:
+    """Share of rows where two score vectors take the same decision (score >= threshold).
+
+    ``threshold_b`` is ``b``'s own cut when the two models decide from different scores.
+    """
     x = np.asarray(a, dtype=np.float64).ravel()
     y = np.asarray(b, dtype=np.float64).ravel()
     if x.shape != y.shape:
         raise ValueError(f"agreement_rate: shapes differ {x.shape} vs {y.shape}")
     if x.size == 0:
         raise ValueError("agreement_rate needs at least one pair")
-    return float(np.mean((x >= threshold) == (y >= threshold)))
+    cut_b = threshold if threshold_b is None else threshold_b
+    return float(np.mean((x >= threshold) == (y >= cut_b)))
 
 
 def p99(latencies_ms: ArrayLike) -> float:

@@ -112,6 +112,11 @@ class ModelVersion:
                 f"{running}: retrain, or deploy the code the model was trained with."
             )
 
+    @property
+    def decision_threshold(self) -> float:
+        """The yes/no cut chosen at training (best F1 on validation); 0.5 for a model that records none."""
+        return float(self.metrics.get("decision_threshold", 0.5))
+
     def golden_set(self) -> tuple[np.ndarray, np.ndarray]:
         """(inputs float32, expected probabilities) recorded at training, for the deploy gates."""
         with np.load(self.artifact("golden.npz")) as data:

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -33,6 +33,7 @@ from shared.deploy import (
     SQLiteStore,
     Strategy,
     Target,
+    agreement_rate,
 )
 from shared.example.data import load_flights
 from shared.predictor import Predictor
@@ -101,12 +102,12 @@ def world(
     gates = [
         ReadinessGate(timeout_s=90, poll_s=0.25),
         GoldenSetGate(),
-        # v2 is trained with other hyper-parameters: over the whole day's flights it takes the other
-        # side of 0.5 on 3-4 % of them (mean |diff| ~0.04), a real difference that the shadow
-        # defaults (98 %, 0.05) would flag; these tests judge the mechanism, so the shadow
-        # thresholds sit above what v2 honestly does. Its score distribution barely moves (PSI
-        # ~0.03), so the PSI guardrail keeps its default 0.25.
-        ShadowGate(min_pairs=100, min_agreement=0.9, max_mean_abs_diff=0.1, timeout_s=60, poll_s=0.5),
+        # v2 is trained with other hyper-parameters and decides "delayed" from 0.231 (v1: 0.195):
+        # over the day's flights the two take the same decision on 86.6 % of them (mean |diff|
+        # 0.024), a real difference near the shadow default (85 %); these tests judge the mechanism,
+        # so over 100 pairs (sd ~3.4 points) the gate asks for 75 %. Its score distribution barely
+        # moves (PSI ~0.03), so the PSI guardrail keeps its default 0.25.
+        ShadowGate(min_pairs=100, min_agreement=0.75, max_mean_abs_diff=0.1, timeout_s=60, poll_s=0.5),
         GuardrailGate(min_requests=50, max_p99_ms=5000.0),
     ]
     target = build_target(registry=registry, config=config, front=front, gates=gates)
@@ -275,6 +276,10 @@ def test_switch_to_green_under_load_loses_no_request(world: World, monkeypatch: 
         Predictor(world.registry.get(v1), fingerprint).predict_proba(X), live, atol=1e-6
     )
     assert shadow.metrics["mean_abs_diff"] > 0
+    # Decisions at each version's registered cut, the ones its service answers with.
+    cuts = (world.registry.get(v1).decision_threshold, world.registry.get(v2).decision_threshold)
+    assert (shadow.metrics["live_threshold"], shadow.metrics["candidate_threshold"]) == cuts
+    assert cuts[0] != cuts[1] and shadow.metrics["agreement"] == agreement_rate(live, cand, *cuts)
     bake = [g for g in result.gates if g.gate == "guardrails"][-1]
     assert bake.passed and not bake.skipped and bake.metrics["requests"] >= 50
 
@@ -298,9 +303,7 @@ def test_a_guardrail_failing_during_the_bake_puts_the_old_colour_back_under_load
     v1, v2 = world.versions["v1"], world.versions["v2"]
     # A latency budget no real request meets: the guardrail fails once 50 requests were judged.
     strict = [*world.deployer.gates[:-1], GuardrailGate(min_requests=50, max_p99_ms=0.5)]
-    deployer = Deployer(
-        world.deployer.target, world.switch, world.deployer.store, world.target.feature_fingerprint, strict
-    )
+    deployer = Deployer.for_target(replace(world.target, gates=strict), world.deployer.store)
     with Load(world.switch.front.url, world.bodies) as load:
         load.wait_for(300)
         result = deployer.deploy(world.target.models(v2), STRATEGY)

@@ -19,7 +19,7 @@ import pytest
 from patterns.streaming.messages import Topics, ensure_topics, producer
 from patterns.streaming.reader import PredictionReader, Served
 from patterns.streaming.replay import Replayer
-from patterns.streaming.switch import StreamSwitch, build_target, model_card
+from patterns.streaming.switch import StreamSwitch, build_target
 from shared.deploy import (
     Deployer,
     GateContext,
@@ -31,6 +31,8 @@ from shared.deploy import (
     SlotState,
     SQLiteStore,
     Strategy,
+    agreement_rate,
+    registry_cards,
 )
 from shared.example.flights import FLIGHT_FEATURES
 from shared.predictor import Predictor
@@ -63,9 +65,8 @@ def test_switch_and_rollback_lose_nothing_and_serve_each_flight_once(
         ShadowGate(min_pairs=100, min_agreement=0.5, max_mean_abs_diff=0.5, timeout_s=90, poll_s=0.5),
         GuardrailGate(min_requests=1, max_p99_ms=1e9, max_psi=100.0),
     ]
-    deployer = Deployer(
-        "streaming", switch, SQLiteStore(tmp_path / "deploy.db"), target.feature_fingerprint, gates
-    )
+    store = SQLiteStore(tmp_path / "deploy.db")
+    deployer = Deployer("streaming", switch, store, target.feature_fingerprint, gates, models=target.models)
 
     served: list[Served] = []
     done = threading.Event()
@@ -121,6 +122,9 @@ def test_switch_and_rollback_lose_nothing_and_serve_each_flight_once(
     per_flight = {(p1[f][0], p2[f][0]) for f in p1}
     assert all((a, b) in per_flight for a, b in zip(live.tolist(), cand.tolist(), strict=True))
     assert shadow.metrics["mean_abs_diff"] > 0
+    cuts = (registry.get("v1").decision_threshold, registry.get("v2").decision_threshold)
+    assert (shadow.metrics["live_threshold"], shadow.metrics["candidate_threshold"]) == cuts
+    assert cuts[0] != cuts[1] and shadow.metrics["agreement"] == agreement_rate(live, cand, *cuts)
 
 
 def test_bake_guardrail_counts_the_candidates_dead_letters(
@@ -157,7 +161,7 @@ def test_bake_guardrail_counts_the_candidates_dead_letters(
     bake = switch.observe(Slot.GREEN)
     assert (bake.requests, bake.errors, len(bake.predictions)) == (200, 50, 150)
     assert (switch.observe(Slot.BLUE).requests, switch.observe(Slot.BLUE).errors) == (30, 30)
-    ctx = GateContext(switch, Slot.GREEN, Slot.BLUE, model_card(registry, "v2"), "bake 100%")
+    ctx = GateContext(switch, Slot.GREEN, Slot.BLUE, registry_cards(registry)("v2"), "bake 100%")
     result = GuardrailGate(max_p99_ms=1e9).check(ctx)
     assert not result.passed and "error rate 25.00% > 1.00%" in result.detail, result.detail
 

@@ -60,9 +60,11 @@ def predictor(version: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def model(version: str) -> Candidate:
-    """What the registry recorded at training time; ``newfeat`` was trained on other features."""
+    """What the registry recorded at training time; ``newfeat`` was trained on other features, and
+    ``cut`` says "yes" from 0.8 instead of 0.5 (same scores, other decisions)."""
     X = np.clip(np.random.default_rng(0).normal(size=(32, N_FEATURES)), -1.5, 1.5).astype(np.float32)
-    return Candidate(version, "features-bbbb" if "newfeat" in version else FP, X, _clean(version, X))
+    fp = "features-bbbb" if "newfeat" in version else FP
+    return Candidate(version, fp, X, _clean(version, X), 0.8 if "cut" in version else 0.5)
 
 
 class FakeClock:
@@ -121,7 +123,8 @@ class World:
         self.deployer = self._deployer(self.switch, self.store)
 
     def _deployer(self, switch: Switch, store: StateStore) -> Deployer:
-        return Deployer("t", switch, store, FP, self.gates, clock=self.clock.now, sleep=self.clock.sleep)
+        clock = self.clock
+        return Deployer("t", switch, store, FP, self.gates, clock.now, clock.sleep, models=model)
 
     def reopen(self, switch: InProcessSwitch | None = None) -> World:
         """A restart: fresh store connection, and a fresh switch unless the medium survived."""

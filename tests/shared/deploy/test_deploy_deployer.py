@@ -10,6 +10,7 @@ import pytest
 
 from shared.deploy import (
     BakeMetrics,
+    Deployer,
     DeploymentInFlight,
     DeployRefused,
     GoldenSetGate,
@@ -17,6 +18,7 @@ from shared.deploy import (
     InProcessSwitch,
     ReadinessGate,
     RollbackError,
+    ShadowGate,
     Slot,
     SlotState,
     Strategy,
@@ -78,8 +80,43 @@ def test_shadow_disagreement_fails_and_records_agreement(world: World) -> None:
     result = world.deploy("v2-drift")
     assert not result.ok
     shadow = next(g for g in result.gates if g.gate == "shadow")
-    assert not shadow.passed and shadow.metrics["agreement"] < 0.98
+    assert not shadow.passed and shadow.metrics["agreement"] < 0.85
     assert world.served_by() == {"v1"}
+
+
+def test_shadow_compares_the_decisions_each_version_takes_at_its_own_cut(world: World) -> None:
+    # Same scores as v1 (mean |diff| ~1e-4), but "delayed" from 0.8 instead of v1's 0.5.
+    assert world.deploy("v1").ok
+    result = world.deploy("v2-cut")
+    shadow = next(g for g in result.gates if g.gate == "shadow")
+    assert not result.ok and not shadow.passed
+    assert shadow.metrics["mean_abs_diff"] < 0.01 and shadow.metrics["agreement"] < 0.85
+    assert (shadow.metrics["live_threshold"], shadow.metrics["candidate_threshold"]) == (0.5, 0.8)
+    assert "(min 85%, cuts 0.500 live 0.800 new)" in shadow.detail
+    assert world.served_by() == {"v1"}
+
+
+def test_shadow_reads_the_live_versions_cut_from_its_card(world: World) -> None:
+    assert world.deploy("v1-cut").ok  # first deployment: nothing to shadow
+    assert world.deploy("v2-cut").ok  # both cut at 0.8
+    result = world.deploy("v3")  # back to 0.5 against the live 0.8
+    shadow = next(g for g in result.gates if g.gate == "shadow")
+    assert not result.ok and shadow.metrics["live_threshold"] == 0.8
+
+
+def test_shadow_at_one_fixed_cut_or_without_the_live_card(tmp_path: Path) -> None:
+    fixed = [replace(g, threshold=0.5) if isinstance(g, ShadowGate) else g for g in make_gates()]
+    w = World(tmp_path / "fixed.sqlite", gates=fixed)
+    assert w.deploy("v1").ok
+    assert w.deploy("v2-cut").ok  # judged at 0.5 on both sides: the scores agree
+    blind = World(tmp_path / "blind.sqlite")
+    blind.deployer = Deployer(
+        "t", blind.switch, blind.store, FP, blind.gates, blind.clock.now, blind.clock.sleep
+    )
+    assert blind.deploy("v1").ok
+    result = blind.deploy("v2-cut")  # no lookup for v1's card: both are judged at v2-cut's 0.8
+    shadow = next(g for g in result.gates if g.gate == "shadow")
+    assert result.ok and shadow.metrics["live_threshold"] == 0.8
 
 
 def test_error_rate_during_bake_rolls_back(world: World) -> None:

@@ -54,6 +54,7 @@ def test_psi_handles_empty_bins_and_ties() -> None:
 def test_agreement_rate_and_p99() -> None:
     assert agreement_rate([0.1, 0.6, 0.7, 0.2], [0.2, 0.4, 0.9, 0.1]) == 0.75
     assert agreement_rate([0.3], [0.7], threshold=0.2) == 1.0
+    assert agreement_rate([0.3, 0.3], [0.5, 0.7], threshold=0.25, threshold_b=0.6) == 0.5  # own cuts
     with pytest.raises(ValueError):
         agreement_rate([0.1], [0.1, 0.2])
     assert p99([]) == 0.0
