@@ -105,10 +105,12 @@ def world(
         # v2 is trained with other hyper-parameters and decides "delayed" from 0.231 (v1: 0.195):
         # over the day's flights the two take the same decision on 86.6 % of them (mean |diff|
         # 0.024), a real difference near the shadow default (85 %); these tests judge the mechanism,
-        # so over 100 pairs (sd ~3.4 points) the gate asks for 75 %. Its score distribution barely
-        # moves (PSI ~0.03), so the PSI guardrail keeps its default 0.25.
+        # so over 100 pairs (sd ~3.4 points) the gate asks for 75 %. Its scores also move: over
+        # these bodies, whose feature state stops at noon, v2's distribution is PSI 0.15 from v1's,
+        # and the samples a bake compares (~700 a side) score above the default 0.25 in 5 % of
+        # draws (max 0.40 in 3,000), so the PSI limit here is 0.5.
         ShadowGate(min_pairs=100, min_agreement=0.75, max_mean_abs_diff=0.1, timeout_s=60, poll_s=0.5),
-        GuardrailGate(min_requests=50, max_p99_ms=5000.0),
+        GuardrailGate(min_requests=50, max_p99_ms=5000.0, max_psi=0.5),
     ]
     target = build_target(registry=registry, config=config, front=front, gates=gates)
     switch = target.switch
