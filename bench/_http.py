@@ -80,24 +80,33 @@ def example(version: str | None) -> tuple[str, str, list[dict[str, Any]]]:
 class Server:
     """A server in a child process (its own session), ready once ``ready_url`` answers 200."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], ready_url: str, log_dir: Path) -> None:
+    def __init__(
+        self, name: str, cmd: list[str], env: dict[str, str], ready_url: str, log_dir: Path, wait: bool = True
+    ) -> None:
+        """Start the process; unless ``wait`` is False, also wait until it is ready (see ``wait_ready``)."""
         self.name = name
+        self.ready_url = ready_url
         self.log = log_dir / f"{name.replace(' ', '_')}.log"
         with open(self.log, "wb") as fh:
             self.p = subprocess.Popen(
                 cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
             )
-        deadline = time.monotonic() + 120
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until ``ready_url`` answers 200. Servers started with ``wait=False`` boot side by side."""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.p.poll() is not None:
-                raise RuntimeError(f"{name} exited:\n{self.log.read_text()[-2000:]}")
+                raise RuntimeError(f"{self.name} exited:\n{self.log.read_text()[-2000:]}")
             try:
-                if httpx.get(ready_url, timeout=2).status_code == 200:
+                if httpx.get(self.ready_url, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise RuntimeError(f"{name} not ready:\n{self.log.read_text()[-2000:]}")
+        raise RuntimeError(f"{self.name} not ready:\n{self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
         if self.p.poll() is None:

@@ -9,7 +9,10 @@ Heavy imports live inside ``main``: writer processes are spawned, and a spawned 
 this file.
 
     .venv/bin/python bench/batch.py [--version v1] [--rounds 3] [--batch-size 2000] [--writers 2]
-                                    [--plot batch.png]
+                                    [--from 2013-01-01] [--to 2013-12-31] [--plot batch.png]
+
+``--from``/``--to`` narrow the scored dates (a month for a quick look; the published numbers are the
+whole year's).
 """
 
 from __future__ import annotations
@@ -87,16 +90,26 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=2, help="parallel HBase writer connections")
     parser.add_argument("--log-fraction", type=float, default=1.0, help="share of rows in the prediction log")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (the median of each line is shown)")
+    parser.add_argument("--from", dest="first", default="2013-01-01", help="first date scored (ISO)")
+    parser.add_argument("--to", dest="last", default="2013-12-31", help="last date scored (ISO)")
     parser.add_argument("--plot", type=Path, help="also draw each stage's seconds to this PNG file")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    from patterns.batch_db.scoring import date_range, outside_example
+
+    try:
+        dates = date_range(args.first, args.last)
+    except ValueError as err:
+        parser.error(f"--from/--to: {err}")
+    if outside := outside_example(dates):
+        parser.error(f"--from/--to: {outside[0]} is outside the example's year (2013)")
 
     import numpy as np
 
     from patterns.batch_db.hbase_store import HBaseStore
     from patterns.batch_db.publishing import publish_run
-    from patterns.batch_db.scoring import BatchScorer, _history, date_range
+    from patterns.batch_db.scoring import BatchScorer, _history
     from patterns.batch_db.store import row_key
     from shared.predlog import PredictionLog
 
@@ -111,7 +124,6 @@ def main() -> None:
             log_fraction=args.log_fraction,
             write_batch=args.chunk,
         )
-        dates = date_range("2013-01-01", "2013-12-31")
         # Reading the source tables (the flights CSV, the departure and weather history) is not
         # scoring: warm both caches first and report the time on its own line.
         load_start = time.perf_counter()

@@ -135,17 +135,19 @@ def main() -> None:
         app_cmd = [py, "-m", "patterns", "rest", "serve", "--version", version, "--port", str(ports["app"]),
                    "--redis-url", redis_url, "--redis-prefix", PREFIX, "--no-log"]  # fmt: skip
         app = f"http://127.0.0.1:{ports['app']}"
-        procs.append(Server("rest app", app_cmd, env, app + "/v2/health/ready", tmp))
-        front.apply({ports["app"]: 1.0})
+        procs.append(Server("rest app", app_cmd, env, app + "/v2/health/ready", tmp, wait=False))
         bento = f"http://127.0.0.1:{ports['bento']}"
         bento_cmd = [py, "-m", "bentoml", "serve", "patterns.rest_api.bento_service:FlightDelay",
                      "--host", "127.0.0.1", "--port", str(ports["bento"])]  # fmt: skip
         if not wanted or "bentoml" in wanted:
-            procs.append(Server("bentoml", bento_cmd, env, bento + "/readyz", tmp))
+            procs.append(Server("bentoml", bento_cmd, env, bento + "/readyz", tmp, wait=False))
         bare = f"http://127.0.0.1:{ports['bare']}"
         bare_cmd = [py, __file__, "--serve-bare", str(ports["bare"]), version, redis_url]
         if not wanted or "bare fastapi+sklearn" in wanted:
-            procs.append(Server("bare", bare_cmd, env, bare + "/docs", tmp))
+            procs.append(Server("bare", bare_cmd, env, bare + "/docs", tmp, wait=False))
+        for server in procs:  # booted side by side; each is measured alone once all are up
+            server.wait_ready()
+        front.apply({ports["app"]: 1.0})
         targets = [
             ("rest app (nginx)", front.url + "/predict"),
             ("rest app (direct)", app + "/predict"),

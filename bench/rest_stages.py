@@ -174,7 +174,10 @@ def main() -> None:
             port = free_port()
             cmd = [sys.executable, __file__, "--serve", stage, str(port), version, redis_url]
             urls[stage] = f"http://127.0.0.1:{port}/predict"
-            servers[stage] = Server(stage, cmd, env, f"http://127.0.0.1:{port}/v2/health/ready", tmp)
+            ready = f"http://127.0.0.1:{port}/v2/health/ready"
+            servers[stage] = Server(stage, cmd, env, ready, tmp, wait=False)
+        for server in servers.values():  # they booted side by side; none is measured before all are up
+            server.wait_ready()
         # The no-op is served by the last stage's process: same app, same stack.
         servers["no-op"], urls["no-op"] = servers[stages[-1]], urls[stages[-1]].replace("/predict", "/noop")
         order = ["no-op", *stages]

@@ -6,7 +6,8 @@
 2. Latency at a fixed rate: the replayer publishes at ``--rate`` events/s; each loop runs as its
    own process; a reader measures wall time from publish (``sent_ms``) to receiving the output.
 
-Goals: >= 60 % of the raw loop's throughput; p99 <= 100 ms at 1,000 events/s.
+Goals: >= 60 % of the raw loop's throughput; p99 <= 100 ms at 1,000 events/s. The model is the
+registry's latest (``--version`` picks another); with none registered a small one is trained.
 """
 
 from __future__ import annotations
@@ -92,20 +93,20 @@ def _throughput(bootstrap: str, predictor: Predictor, days: int, batch: int) -> 
 
 
 def _latency(
-    bootstrap: str, registry: Path, rate: float, seconds: float, batch: int
+    bootstrap: str, registry: Path, version: str, rate: float, seconds: float, batch: int
 ) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     start, _ = day_window("2013-03-04")
     for name in ("raw", "worker"):
         topics = Topics(f"lat{uuid.uuid4().hex[:8]}")
         replayer = Replayer(bootstrap, topics, partitions=1)
-        sink = f"{topics.prefix}.raw-out" if name == "raw" else topics.predictions("v1")
+        sink = f"{topics.prefix}.raw-out" if name == "raw" else topics.predictions(version)
         ensure_topics(bootstrap, {sink: 1})
         if name == "raw":
             cmd = [sys.executable, __file__, "--raw-loop", bootstrap, topics.events, sink, str(batch)]
         else:
             cmd = [
-                *WorkerPool(bootstrap, topics, registry).command("v1"),
+                *WorkerPool(bootstrap, topics, registry).command(version),
                 "--no-log",
                 "--max-batch",
                 str(batch),
@@ -117,9 +118,11 @@ def _latency(
         reader = threading.Thread(target=_measure, args=(bootstrap, sink, samples, inside, stop))
         reader.start()
         try:
-            # Warm up (process start, history bootstrap) on a few events, then measure at the rate.
+            # Warm up (process start, history bootstrap) on a few events until the loop answers,
+            # let the backlog drain, then measure at the rate.
             replayer.replay(start, start + 1800)
-            time.sleep(8.0)
+            _wait_for_output(samples, proc, timeout=60.0)
+            time.sleep(1.0)
             samples.clear()
             inside.clear()
             replayer.replay(start + 1800, start + 1800 + 86400 * 30, rate=rate, stop_after_s=seconds)
@@ -134,6 +137,13 @@ def _latency(
         if inside:
             out["worker_inside"] = np.asarray(inside)
     return out
+
+
+def _wait_for_output(samples: list[float], proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until the reader has seen an output, the loop's process has died, or ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not samples and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _measure(
@@ -165,6 +175,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--bootstrap", default=settings.kafka_bootstrap())
+    parser.add_argument(
+        "--version", default=None,
+        help="registered model version (default: the latest; with none registered, a small one is trained)",
+    )  # fmt: skip
     parser.add_argument("--days", type=int, default=5, help="days of events for the throughput run")
     parser.add_argument("--batch", type=int, default=500, help="messages per poll, both loops")
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s for the latency run")
@@ -183,17 +197,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         from shared.example.train import TrainingConfig, train
 
-        registry = Registry(Path(tmp) / "registry")
-        print("training a small model (January, 50 iterations) ...", flush=True)
-        train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=registry)
-        predictor = Predictor(registry.get("v1"), FLIGHT_FEATURES.fingerprint())
+        registry = Registry()
+        if not registry.list():
+            registry = Registry(Path(tmp) / "registry")
+            print("no model registered: training a small one (January, 50 iterations) ...", flush=True)
+            train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=registry)
+        model = registry.get(args.version) if args.version else registry.latest()
+        predictor = Predictor(model, FLIGHT_FEATURES.fingerprint())
         t = {"messages": 0.0, "raw_eps": float("nan"), "worker_eps": float("nan")}
         if not args.latency_only:
             t = _throughput(args.bootstrap, predictor, args.days, args.batch)
-        lat = _latency(args.bootstrap, registry.root, args.rate, args.seconds, args.batch)
+        lat = _latency(args.bootstrap, registry.root, model.version, args.rate, args.seconds, args.batch)
 
     ratio = t["worker_eps"] / t["raw_eps"]
-    print(f"\nthroughput ({t['messages']:,.0f} events, 1 partition, batch {args.batch})")
+    n, b = t["messages"], args.batch
+    print(f"\nthroughput ({n:,.0f} events, 1 partition, batch {b}, model {model.version})")
     print(f"  {'':28} {'events/s':>10} {'vs raw':>8}")
     print(f"  {'raw consume->produce loop':28} {t['raw_eps']:>10,.0f} {1.0:>8.0%}")
     print(f"  {'streaming worker':28} {t['worker_eps']:>10,.0f} {ratio:>8.0%}   goal >= 60%: "
