@@ -10,7 +10,6 @@ from shared.deploy.deployer import (
     DeployRefused,
     DeployResult,
     RollbackError,
-    Strategy,
     Target,
 )
 from shared.deploy.gates import (
@@ -39,6 +38,7 @@ from shared.deploy.state import (
     TransitionError,
 )
 from shared.deploy.store import ConflictError, RedisStore, SQLiteStore, StateStore, open_store
+from shared.deploy.strategy import Strategy
 from shared.deploy.switch import BakeMetrics, InProcessSwitch, Predictor, Switch
 
 __all__ = [

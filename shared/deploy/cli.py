@@ -15,9 +15,10 @@ from typing import Any
 
 import click
 
-from shared.deploy.deployer import Deployer, DeployRefused, RollbackError, Strategy, Target
+from shared.deploy.deployer import Deployer, DeployRefused, RollbackError, Target
 from shared.deploy.state import AuditEvent, Slot, TargetState
 from shared.deploy.store import StateStore, open_store
+from shared.deploy.strategy import Strategy
 
 __all__ = ["build_commands", "parse_steps", "render_status"]
 
