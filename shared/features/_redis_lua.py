@@ -56,49 +56,36 @@ local function format(f, member)
   parts[#parts + 1] = member
   return table.concat(parts, '|')
 end
-local function shift(cum, from, after_count, c, sign)
-  local later = redis.call('ZRANGEBYSCORE', cum, from, '+inf', 'WITHSCORES')
-  for j = 1, #later, 2 do
-    local f, member = parse(later[j], n)
-    if f[1] > after_count then
-      for i = 1, 1 + 2 * n do f[i] = f[i] + sign * c[i] end
-      redis.call('ZREM', cum, later[j])
-      redis.call('ZADD', cum, later[j + 1], format(f, member))
-    end
-  end
-end
+-- First every key's events go in (a member written again at another time moves: ZADD semantics),
+-- noting per key the earliest time whose running totals changed.
+local from = {}
 for a = 2, #ARGV, 3 do
   local k, ts, member = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2]
-  local events, cum = KEYS[k], KEYS[k + 1]
-  local old = redis.call('ZSCORE', events, member)
+  local old = redis.call('ZSCORE', KEYS[k], member)
   if not (old and tonumber(old) == ts) then
-    local c = own(member, n)
-    if old then  -- the same event at a new time moves (ZADD semantics): take it out first
-      for _, entry in ipairs(redis.call('ZRANGEBYSCORE', cum, old, old)) do
-        local f, m = parse(entry, n)
-        if m == member then
-          redis.call('ZREM', cum, entry)
-          shift(cum, old, f[1], c, -1)
-          break
-        end
-      end
-    end
-    redis.call('ZADD', events, ts, member)
-    local base = {0}
-    for i = 2, 1 + 2 * n do base[i] = 0 end
-    local prev = redis.call('ZREVRANGEBYSCORE', cum, ts, '-inf', 'LIMIT', 0, 1)
-    if #prev > 0 then
-      base = parse(prev[1], n)
-    else
-      -- Nothing left before ts (evicted, or the key's first event): the totals before ts are the
-      -- next entry's minus its own event. Starting from zero instead would be wrong once older
-      -- entries were evicted, since the later entries' totals still count them.
-      local after = redis.call('ZRANGEBYSCORE', cum, '(' .. ts, '+inf', 'LIMIT', 0, 1)
-      if #after > 0 then base = before_entry(after[1], n) end
-    end
-    shift(cum, '(' .. ts, -1, c, 1)  -- usually nothing: events mostly arrive in time order
-    for i = 1, 1 + 2 * n do base[i] = base[i] + c[i] end
-    redis.call('ZADD', cum, ts, format(base, member))
+    redis.call('ZADD', KEYS[k], ts, member)
+    local t = ts
+    if old and tonumber(old) < t then t = tonumber(old) end
+    if from[k] == nil or t < from[k] then from[k] = t end
+  end
+end
+-- Then each key's running totals are rewritten once, from that time on, from its events. Events
+-- mostly arrive in time order, so that is only the new ones; a late event rewrites the entries
+-- after it once per write, not once per late event (which made a shuffled batch quadratic).
+-- Eviction removes the same times from both sets, so with no entry left before that time every
+-- event is rewritten, and the totals may start from zero.
+for k, t in pairs(from) do
+  local events, cum = KEYS[k], KEYS[k + 1]
+  local totals = {0}
+  for i = 2, 1 + 2 * n do totals[i] = 0 end
+  local prev = redis.call('ZREVRANGEBYSCORE', cum, '(' .. t, '-inf', 'LIMIT', 0, 1)
+  if #prev > 0 then totals = parse(prev[1], n) end
+  redis.call('ZREMRANGEBYSCORE', cum, t, '+inf')
+  local later = redis.call('ZRANGEBYSCORE', events, t, '+inf', 'WITHSCORES')
+  for j = 1, #later, 2 do
+    local c = own(later[j], n)
+    for i = 1, 1 + 2 * n do totals[i] = totals[i] + c[i] end
+    redis.call('ZADD', cum, later[j + 1], format(totals, later[j]))
   end
 end
 return 0

@@ -8,6 +8,7 @@ import uuid
 
 import numpy as np
 import pytest
+import redis
 
 from shared.example.data import departures, load_flights, load_weather
 from shared.example.flights import FLIGHT_FEATURES
@@ -52,7 +53,9 @@ def _read_all(store: OnlineStore, rng: random.Random, *, on_event_loop: bool = F
 
 # Several seeds: one alone (7) once passed while a late write after an eviction broke Redis's totals.
 @pytest.mark.parametrize("seed", range(8))
-def test_embedded_and_redis_stores_agree_on_random_writes_reads_and_evictions(redis_store, seed: int) -> None:
+def test_embedded_and_redis_stores_agree_on_random_writes_reads_and_evictions(
+    redis_server, redis_store, seed: int
+) -> None:
     rng = random.Random(seed)
     embedded = EmbeddedStore()
     seen_nonempty = False
@@ -68,7 +71,16 @@ def test_embedded_and_redis_stores_agree_on_random_writes_reads_and_evictions(re
         rng.setstate(state)
         assert _read_all(redis_store, rng, on_event_loop=True) == expected
         seen_nonempty |= any(count for count, _ in expected[0])
+        assert _one_running_total_per_event(redis_server.url, redis_store.prefix)
     assert seen_nonempty and redis_store.ping()
+
+
+def _one_running_total_per_event(url: str, prefix: str) -> bool:
+    """Each key's running-totals set holds one entry per stored event: no stale entry survives a
+    rewrite (reads would still mostly agree, while the set grew without bound)."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    names = [n for n in client.scan_iter(match=f"{prefix}:*") if not n.endswith(":cum")]
+    return bool(names) and all(client.zcard(n) == client.zcard(n + ":cum") for n in names)
 
 
 def test_window_sums_keep_full_float_precision_in_redis(redis_store) -> None:
