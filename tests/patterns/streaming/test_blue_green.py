@@ -18,7 +18,7 @@ import pytest
 
 from patterns.streaming.messages import Topics, ensure_topics, producer
 from patterns.streaming.reader import PredictionReader, Served
-from patterns.streaming.replay import Replayer
+from patterns.streaming.replay import Replayer, events_between
 from patterns.streaming.switch import StreamSwitch, build_target
 from shared.deploy import (
     Deployer,
@@ -76,7 +76,19 @@ def test_switch_and_rollback_lose_nothing_and_serve_each_flight_once(
         while not done.is_set():
             served.extend(reader.poll(timeout_ms=100))
 
-    feeding = threading.Thread(target=replayer.replay, args=(start, end), kwargs={"rate": 80.0})
+    # The day goes out in three parts, each later one tied to a step: until the step is done its
+    # part trickles (a few events a second, so the switch and the rollback happen under load), then
+    # the rest goes out at full rate. A slow machine thus never runs out of day mid-deployment,
+    # which would leave the new version nothing to serve.
+    switched, rolled_back = threading.Event(), threading.Event()
+    cut_1, cut_2 = _cuts(start, end, (0.6, 0.8))
+
+    def feed() -> None:
+        replayer.replay(start, cut_1, rate=80.0)
+        _trickle_until(replayer, cut_1, cut_2, switched)
+        _trickle_until(replayer, cut_2, end, rolled_back)
+
+    feeding = threading.Thread(target=feed)
     following = threading.Thread(target=read)
     try:
         feeding.start()
@@ -85,6 +97,7 @@ def test_switch_and_rollback_lose_nothing_and_serve_each_flight_once(
         following.start()
         _wait(lambda: len(served) >= 100)
         second = deployer.deploy(target.models("v2"), Strategy.all_at_once())
+        switched.set()
         assert second.ok, second.reason
         assert {g.gate for g in second.gates} >= {"readiness", "golden_set", "shadow", "guardrails"}
         assert all(g.passed and not g.skipped for g in second.gates if g.gate in ("golden_set", "shadow"))
@@ -92,12 +105,17 @@ def test_switch_and_rollback_lose_nothing_and_serve_each_flight_once(
         at_switch = len(served)
         _wait(lambda: len(served) >= at_switch + 100 and served[-1].version == "v2")
         state = deployer.rollback("test rollback")
+        rolled_back.set()
         assert state.live_version == "v1" and state.slots[Slot.GREEN].state is SlotState.ROLLED_BACK
         feeding.join()
         n_flights = replayer_requests(start, end)
         _wait(lambda: len({s.flight_id for s in served}) >= n_flights)
     finally:
         done.set()
+        switched.set()
+        rolled_back.set()
+        if feeding.is_alive():
+            feeding.join()
         if following.is_alive():
             following.join()
         reader.close()
@@ -174,7 +192,27 @@ def _wait(condition: Callable[[], bool], timeout_s: float = 120.0) -> None:
 
 
 def replayer_requests(start: int, end: int) -> int:
-    from patterns.streaming.replay import events_between
-
     events = events_between(start, end)
     return int((events["kind"] == "scheduled").sum())
+
+
+def _trickle_until(replayer: Replayer, start: int, end: int, step: threading.Event) -> None:
+    """Replay [start, end): a slice of ~10 event times a second until ``step`` is set, the rest at
+    full rate after it. Half the part is kept for after the step, waiting if need be."""
+    times = np.unique(events_between(start, end)["ts"].to_numpy())
+    edges = [int(t) for t in times[: len(times) // 2 : 10]]
+    at = start
+    for edge in edges[1:]:
+        if step.is_set():
+            break
+        replayer.replay(at, edge, rate=80.0)
+        at = edge
+        step.wait(1.0)
+    step.wait(timeout=600)
+    replayer.replay(at, end, rate=80.0)
+
+
+def _cuts(start: int, end: int, shares: tuple[float, ...]) -> list[int]:
+    """Event times that split the day's messages at ``shares`` (the first part ends before each)."""
+    times = np.sort(events_between(start, end)["ts"].to_numpy())
+    return [int(times[int(share * len(times))]) for share in shares]
