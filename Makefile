@@ -34,7 +34,7 @@ demo: $(STAMP)  ## run the example deployments end to end
 
 test: $(STAMP)  ## start the servers and run the whole test suite
 	$(MLP) services up
-	status=0; $(PY) scripts/test.py $(PYTEST_ARGS) || status=$$?; \
+	status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	  if [ -n "$$CI" ]; then $(MLP) services down || true; fi; exit $$status
 
 test-fast: $(STAMP)  ## the tests that need no server (a quick check; `make test` runs everything)
