@@ -5,7 +5,7 @@ Baselines measured in the same run:
 * online: a bare Redis PING round trip (the network floor of one lookup) — the Redis store's
   lookup is a ratio of it; the embedded store is shown against the same floor.
 
-    .venv/bin/python bench/features.py [--requests 2000] [--plot features.png]
+    .venv/bin/python bench/features.py [--requests 2000] [--rounds 3] [--plot features.png]
 """
 
 from __future__ import annotations
@@ -42,8 +42,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=2000, help="online lookups per store")
+    parser.add_argument("--rounds", type=int, default=3, help="offline timings: the best of this many runs")
     parser.add_argument("--plot", type=Path, help="also draw the online lookups to this PNG file")
     args = parser.parse_args()
+    if args.rounds < 1 or args.requests < 1:
+        parser.error("--rounds and --requests must be at least 1")
 
     def load() -> None:
         data._flights_cached.cache_clear()
@@ -51,11 +54,11 @@ def main() -> None:
         data.load_flights()
         data.load_weather()
 
-    load_s = _best_of(2, load)
+    load_s = _best_of(args.rounds, load)
     flights = data.load_flights()
     sources = {"departures": data.departures(flights), "weather": data.load_weather()}
     offline = OfflineExecutor(FLIGHT_FEATURES)
-    offline_s = _best_of(3, lambda: offline.compute(flights, sources))
+    offline_s = _best_of(args.rounds, lambda: offline.compute(flights, sources))
     print(f"\nOffline features, whole year ({len(flights):,} flights, {len(FLIGHT_FEATURES.names)} features)")
     print(f"{'step':<34}{'seconds':>9}{'rows/s':>12}{'ratio':>8}")
     print(f"{'read raw tables (baseline)':<34}{load_s:>9.2f}{len(flights) / load_s:>12,.0f}{1:>8.2f}")

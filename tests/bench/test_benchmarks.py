@@ -27,7 +27,7 @@ _NUMBER = r"[\d,]+(?:\.\d+)?"
 # fmt: off
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "features.py": (
-        ["--requests", "50"],
+        ["--requests", "50", "--rounds", "1"],
         ["read raw tables (baseline)", "OfflineExecutor.compute", "Redis PING (baseline)",
          "online lookup, embedded store", "online lookup, Redis store"],
     ),

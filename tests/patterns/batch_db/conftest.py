@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -110,15 +111,43 @@ def store_options(store_kind: str, request: pytest.FixtureRequest, tmp_path: Pat
     return {"kind": "sqlite", "prefix": prefix, "path": home / "batch_db" / "predictions.sqlite"}
 
 
+@pytest.fixture(scope="session")
+def _hbase_drops() -> Iterator[Callable[[str, int, list[str]], None]]:
+    """``drop(host, port, tables)`` in the background: HBase takes a second or two to disable and
+    delete a table, and no test waits on another's leftovers (each has its own prefix). Every
+    drop has finished, and any that failed has raised, by the end of the session."""
+    import happybase
+
+    def drop(host: str, port: int, tables: list[str]) -> None:
+        conn = happybase.Connection(host, port, autoconnect=True)
+        try:
+            existing = {t.decode() for t in conn.tables()}
+            for name in tables:
+                if name in existing:
+                    conn.delete_table(name, disable=True)
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="hbase-drop") as pool:
+        pending: list[Future[None]] = []
+        yield lambda host, port, tables: pending.append(pool.submit(drop, host, port, tables))
+        for future in pending:
+            future.result()
+
+
 @pytest.fixture
-def store(store_options: dict[str, object]) -> Iterator[PredictionTableStore]:
+def store(store_options: dict[str, object], request: pytest.FixtureRequest) -> Iterator[PredictionTableStore]:
     options = dict(store_options)
     backend = open_store(str(options.pop("kind")), prefix=str(options.pop("prefix")), **options)
     yield backend
+    if store_options["kind"] == "hbase":
+        tables = [*backend.tables(), f"{backend.prefix}_batch_meta"]
+        backend.close()
+        host, port = str(store_options["host"]), int(str(store_options["port"]))
+        request.getfixturevalue("_hbase_drops")(host, port, tables)
+        return
     for table in backend.tables():
         backend.drop_table(table)
-    if store_options["kind"] == "hbase":
-        backend.connection.delete_table(f"{backend.prefix}_batch_meta", disable=True)  # type: ignore[attr-defined]
     backend.close()
 
 
