@@ -137,6 +137,10 @@ def replay(
               help="Messages per poll / micro-batch.")  # fmt: skip
 @click.option("--idle-exit", type=float, default=None, help="Exit after this many idle seconds.")
 @click.option("--no-log", is_flag=True, help="Do not write the prediction log.")
+@click.option("--session-timeout", envvar="MLPATTERNS_STREAM_SESSION_TIMEOUT", default=45.0,
+              show_default=True, type=click.FloatRange(min=6, max=1800),
+              help="Seconds without a heartbeat before the group gives a dead worker's partitions to the "
+                   "others (the broker's default bounds: 6 to 1800).")  # fmt: skip
 def work(
     prefix: str,
     bootstrap: str,
@@ -146,6 +150,7 @@ def work(
     max_batch: int,
     idle_exit: float | None,
     no_log: bool,
+    session_timeout: float,
 ) -> None:
     """Run one worker of VERSION's consumer group (<prefix>.worker.<version>) until SIGTERM."""
     from patterns.streaming.messages import Topics
@@ -159,7 +164,7 @@ def work(
     predictor = Predictor.load(_registered(models, version), models, FLIGHT_FEATURES.fingerprint())
     worker = StreamWorker(
         predictor, bootstrap, Topics(prefix), cutoff=cutoff, max_batch=max_batch,
-        predlog=None if no_log else PredictionLog("streaming"),
+        predlog=None if no_log else PredictionLog("streaming"), session_timeout_s=session_timeout,
     )  # fmt: skip
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))

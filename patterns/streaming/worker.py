@@ -93,6 +93,7 @@ class StreamWorker:
         cutoff: int | None = None,
         max_batch: int = 500,
         predlog: PredictionLog | None = None,
+        session_timeout_s: float = 45.0,
     ) -> None:
         from kafka import KafkaConsumer, TopicPartition
         from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -149,6 +150,10 @@ class StreamWorker:
             max_poll_records=max_batch,
             fetch_max_wait_ms=50,
             client_id=f"mlp-worker-{self.version}",
+            # How long a killed worker's partitions wait for it before the group hands them on;
+            # heartbeats (from a background thread) come three times in that span.
+            session_timeout_ms=int(session_timeout_s * 1000),
+            heartbeat_interval_ms=min(3000, int(session_timeout_s * 1000 / 3)),
         )
         self._consumer.subscribe([topics.events], listener=_Listener())
         self._probes = KafkaConsumer(

@@ -30,15 +30,17 @@ def test_sigkill_mid_stream_then_scale_out_loses_nothing(
     feeding = threading.Thread(target=replayer.replay, args=(start, end), kwargs={"rate": 400.0})
     feeding.start()
     try:
-        first = workers("v1", "--max-batch", "50")
+        # The broker's shortest session: the killed worker's partitions move on 6 s after its last
+        # heartbeat instead of the default 45 s.
+        first = workers("v1", "--max-batch", "50", "--session-timeout", "6")
         read_topic(bootstrap, topics.predictions("v1"), lambda v: len(v) >= 100)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
         at_kill = _written(bootstrap, topics.predictions("v1"))  # all the killed worker ever wrote
         # Restart as two workers of the same group: partitions are spread over them (a rebalance),
         # each rebuilds its partitions' state from history up to the committed cut-off.
-        workers("v1", "--max-batch", "50")
-        workers("v1", "--max-batch", "50")
+        workers("v1", "--max-batch", "50", "--session-timeout", "6")
+        workers("v1", "--max-batch", "50", "--session-timeout", "6")
     finally:
         feeding.join()
         replayer.close()
