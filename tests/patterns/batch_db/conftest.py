@@ -1,8 +1,8 @@
 """Batch pattern fixtures: two small models in a temporary home, and the store under test.
 
 ``store`` is parametrized over the real HBase (the session ``hbase_server``) and the embedded
-SQLite file, so every interface test runs on both. Each HBase test gets its own table prefix and
-drops its tables afterwards.
+SQLite file, so every interface test runs on both. Each HBase test gets its own table prefix; its
+tables are dropped afterwards, in the background.
 """
 
 from __future__ import annotations
@@ -138,13 +138,14 @@ def _hbase_drops() -> Iterator[Callable[[str, int, list[str]], None]]:
 @pytest.fixture
 def store(store_options: dict[str, object], request: pytest.FixtureRequest) -> Iterator[PredictionTableStore]:
     options = dict(store_options)
+    hbase = options["kind"] == "hbase"
+    drop_later = request.getfixturevalue("_hbase_drops") if hbase else None
     backend = open_store(str(options.pop("kind")), prefix=str(options.pop("prefix")), **options)
     yield backend
-    if store_options["kind"] == "hbase":
+    if drop_later is not None:
         tables = [*backend.tables(), f"{backend.prefix}_batch_meta"]
         backend.close()
-        host, port = str(store_options["host"]), int(str(store_options["port"]))
-        request.getfixturevalue("_hbase_drops")(host, port, tables)
+        drop_later(str(store_options["host"]), int(str(store_options["port"])), tables)
         return
     for table in backend.tables():
         backend.drop_table(table)
