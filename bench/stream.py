@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _plot import bar_chart
@@ -111,11 +112,12 @@ def _latency(
                 "--max-batch",
                 str(batch),
             ]
+        output = _output_reader(bootstrap, sink)  # before the loop starts: no output is missed
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         samples: list[float] = []
         inside: list[float] = []  # worker only: publish -> prediction handed to the producer
         stop = threading.Event()
-        reader = threading.Thread(target=_measure, args=(bootstrap, sink, samples, inside, stop))
+        reader = threading.Thread(target=_measure, args=(output, samples, inside, stop))
         reader.start()
         try:
             # Warm up (process start, history bootstrap) on a few events until the loop answers,
@@ -146,15 +148,25 @@ def _wait_for_output(samples: list[float], proc: subprocess.Popen[bytes], timeou
         time.sleep(0.1)
 
 
-def _measure(
-    bootstrap: str, topic: str, samples: list[float], inside: list[float], stop: threading.Event
-) -> None:
-    from kafka import KafkaConsumer
+def _output_reader(bootstrap: str, topic: str) -> Any:
+    """A consumer of ``topic``'s one partition, already at its end: it sees everything written from now.
+
+    (Subscribing with ``auto_offset_reset="latest"`` instead resolves the end on the first fetch,
+    and on a busy machine the loop's first outputs can land before it and never be seen.)
+    """
+    from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
-        topic, allow_auto_create_topics=False, bootstrap_servers=bootstrap, auto_offset_reset="latest",
-        fetch_max_wait_ms=10,
-    )  # fmt: skip
+        allow_auto_create_topics=False, bootstrap_servers=bootstrap, fetch_max_wait_ms=10
+    )
+    partition = TopicPartition(topic, 0)
+    consumer.assign([partition])
+    consumer.seek_to_end(partition)
+    consumer.position(partition)
+    return consumer
+
+
+def _measure(consumer: Any, samples: list[float], inside: list[float], stop: threading.Event) -> None:
     while not stop.is_set():
         for msgs in consumer.poll(timeout_ms=50).values():
             now = time.time() * 1000
