@@ -14,7 +14,8 @@ help:  ## list the targets
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# The lock is complete (pip check proves it): nothing to resolve. Byte-compiling stays on: with
-	@# PYTHONDONTWRITEBYTECODE set (as on CI machines) every process would compile what it imports.
+	@# PYTHONDONTWRITEBYTECODE set (as on this project's machines) each process would compile its
+	@# imports anew.
 	$(PY) -m pip install -q --no-deps -r requirements.lock
 	$(PY) -m pip check
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
