@@ -30,7 +30,7 @@ import pandas as pd
 from shared.consistency.config import Thresholds, load_thresholds
 from shared.consistency.features import served_features
 from shared.consistency.report import CheckResult, Finding, Status
-from shared.deploy.metrics import psi
+from shared.deploy.metrics import psi, quantile_histograms
 from shared.features import FeatureSet, RowFeature
 from shared.registry import ModelVersion, Registry
 
@@ -51,12 +51,10 @@ def training_features(model: ModelVersion) -> pd.DataFrame:
 
 
 def jensen_shannon(reference: np.ndarray, current: np.ndarray, bins: int = _JS_BINS) -> float:
-    """Jensen-Shannon distance (base 2, in [0, 1]) on a histogram binned at the reference's quantiles."""
+    """Jensen-Shannon distance (base 2, in [0, 1]) on the bins ``psi`` uses, ``bins`` of them."""
     from scipy.spatial.distance import jensenshannon
 
-    edges = np.unique(np.quantile(reference, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
-    p = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=edges.size + 1)
-    q = np.bincount(np.searchsorted(edges, current, side="right"), minlength=edges.size + 1)
+    p, q = quantile_histograms(reference, current, bins)
     return float(jensenshannon(p / p.sum(), q / q.sum(), base=2))
 
 

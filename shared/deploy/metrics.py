@@ -9,18 +9,42 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["agreement_rate", "p99", "psi"]
+__all__ = ["agreement_rate", "p99", "psi", "quantile_histograms"]
 
 ArrayLike = npt.ArrayLike
+
+
+def quantile_histograms(
+    reference: np.ndarray, current: np.ndarray, bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of both samples in bins cut at the reference's ``bins``-quantiles.
+
+    The outer bins are open, so values outside the reference's range still count. A value that
+    holds more than one bin's share of the reference shows up as a repeated quantile edge (no
+    rain: most hours' precipitation is 0); it gets a bin of its own, between the intervals below
+    and above it. Merging the repeats into one edge instead would put the point mass in the same
+    bin as everything above it, and a tripling of rainy hours would not move the histogram at all.
+    """
+    edges, repeats = np.unique(
+        np.quantile(reference, np.linspace(0.0, 1.0, bins + 1)[1:-1]), return_counts=True
+    )
+    heavy = edges[repeats > 1]
+
+    def codes(x: np.ndarray) -> np.ndarray:
+        # Interval i (between edges i-1 and i) is code 2i; the point mass at edge i is code 2i+1.
+        return 2 * np.searchsorted(edges, x, side="left") + np.isin(x, heavy)
+
+    size = 2 * edges.size + 1
+    return np.bincount(codes(reference), minlength=size), np.bincount(codes(current), minlength=size)
 
 
 def psi(reference: ArrayLike, current: ArrayLike, bins: int = 10, eps: float = 1e-4) -> float:
     """Population stability index of ``current`` against ``reference``.
 
-    Bin edges are the reference's quantiles, so every bin holds about ``1/bins`` of the reference
-    and the index is insensitive to the scale of the scores. Duplicate edges (a reference with many
-    ties) are merged. Empty bins get ``eps`` instead of zero so the log stays finite. Usual reading:
-    < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 large shift.
+    Bins are :func:`quantile_histograms`': each holds about ``1/bins`` of the reference, so the
+    index is insensitive to the scale of the scores, and a heavy tie has a bin of its own. Empty
+    bins get ``eps`` instead of zero so the log stays finite. Usual reading: < 0.1 stable,
+    0.1-0.25 moderate shift, > 0.25 large shift.
     """
     ref = np.asarray(reference, dtype=np.float64).ravel()
     cur = np.asarray(current, dtype=np.float64).ravel()
@@ -29,12 +53,10 @@ def psi(reference: ArrayLike, current: ArrayLike, bins: int = 10, eps: float = 1
         raise ValueError("psi needs a non-empty reference and current sample")
     if bins < 2:
         raise ValueError("psi needs at least 2 bins")
-    # Interior edges only: the outer bins are open so values outside the reference range still count.
-    edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
-    ref_frac = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=edges.size + 1) / ref.size
-    cur_frac = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=edges.size + 1) / cur.size
-    ref_frac = np.maximum(ref_frac, eps)
-    cur_frac = np.maximum(cur_frac, eps)
+    ref_counts, cur_counts = quantile_histograms(ref, cur, bins)
+    ref_frac = np.maximum(ref_counts / ref.size, eps)
+    cur_frac = np.maximum(cur_counts / cur.size, eps)
+    # Bins empty on both sides (the point-mass slot of an untied edge) add exactly 0.
     return float(np.sum((cur_frac - ref_frac) * np.log(cur_frac / ref_frac)))
 
 

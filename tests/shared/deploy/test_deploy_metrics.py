@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.deploy.metrics import agreement_rate, p99, psi
+from shared.deploy.metrics import agreement_rate, p99, psi, quantile_histograms
 
 samples = st.integers(0, 2**32 - 1).map(lambda seed: np.random.default_rng(seed))
 
@@ -41,7 +41,7 @@ def test_psi_grows_with_the_shift() -> None:
 
 
 def test_psi_handles_empty_bins_and_ties() -> None:
-    ref = np.repeat([0.1, 0.5, 0.9], 100)  # many ties: duplicate quantile edges are merged
+    ref = np.repeat([0.1, 0.5, 0.9], 100)  # many ties: each tied value is a bin of its own
     cur = np.full(50, 0.99)  # everything in one bin, the others empty
     value = psi(ref, cur)
     assert math.isfinite(value) and value > 1.0
@@ -49,6 +49,38 @@ def test_psi_handles_empty_bins_and_ties() -> None:
         psi([], [1.0])
     with pytest.raises(ValueError):
         psi([1.0], [1.0], bins=1)
+
+
+def test_psi_sees_a_point_mass_shrink() -> None:
+    # Hourly precipitation: 0 most of the time. The nine quantile edges are all 0; merged into one
+    # edge, every rainy hour shared the zeros' bin and three times the rain scored exactly 0.
+    rng = np.random.default_rng(1)
+
+    def rain(n: int, share: float) -> np.ndarray:
+        return np.where(rng.random(n) < share, rng.exponential(0.1, n), 0.0)
+
+    ref = rain(20_000, 0.07)
+    values = [psi(ref, rain(8_000, share)) for share in (0.07, 0.1, 0.2)]
+    assert values == sorted(values)
+    assert values[0] < 0.01 and values[-1] > 0.1
+    assert psi(ref, ref[ref > 0]) > 5.0  # no dry hour left: the whole mass moved
+
+
+def test_psi_of_one_tied_value_against_another_is_large_from_either_side() -> None:
+    # A canary's single repeated flight: the candidate's score moved below or above the live one.
+    live = np.full(500, 0.145)
+    assert psi(live, np.full(500, 0.116)) > 10.0
+    assert psi(live, np.full(500, 0.16)) > 10.0
+    assert psi(live, np.full(500, 0.145)) == 0.0
+
+
+def test_quantile_histograms_keep_every_value() -> None:
+    rng = np.random.default_rng(2)
+    ref = np.concatenate([np.zeros(300), rng.integers(1, 5, 700).astype(float)])
+    cur = rng.integers(-2, 8, 400).astype(float)
+    ref_counts, cur_counts = quantile_histograms(ref, cur, 10)
+    assert ref_counts.sum() == ref.size and cur_counts.sum() == cur.size
+    assert ref_counts.size == cur_counts.size and ref_counts.size % 2 == 1
 
 
 def test_agreement_rate_and_p99() -> None:
