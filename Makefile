@@ -16,7 +16,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@# The lock is complete (pip check proves it): nothing to resolve. Byte-compiling stays on: with
 	@# PYTHONDONTWRITEBYTECODE set (as on this project's machines) each process would compile its
 	@# imports anew.
-	$(PY) -m pip install -q --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements.lock
 	$(PY) -m pip check
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -108,11 +109,7 @@ def test_bentofile_names_this_service_and_pinned_packages() -> None:
     with open(ROOT / "patterns/rest_api/bentofile.yaml") as fh:
         config = BentoBuildConfig.from_yaml(fh)
     assert config.service == "patterns.rest_api.bento_service:FlightDelay"
-    lock = dict(
-        line.strip().split("==", 1)
-        for line in (ROOT / "requirements.lock").read_text().splitlines()
-        if "==" in line
-    )
+    lock = dict(re.findall(r"^(\S+)==(\S+)", (ROOT / "requirements.lock").read_text(), re.MULTILINE))
     assert config.python is not None and config.python.packages
     for pin in config.python.packages:
         name, version = pin.split("==")
