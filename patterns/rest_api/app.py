@@ -156,6 +156,7 @@ def create_app(
     async def _score_and_answer(
         endpoint: str, start: float, flights: list[dict[str, Any]], ids: Sequence[str | None]
     ) -> tuple[list[Prediction] | None, Response | None]:
+        field: str | None = None
         try:
             scored = await batcher.score(flights, list(ids))
             # A model that returns NaN or inf is a bug (a broken export, a custom hook), not the
@@ -168,11 +169,11 @@ def create_app(
         except StoreUnavailable as exc:
             status, message = 503, str(exc)
         except InputError as exc:
-            status, message = 422, exc.message
+            status, message, field = 422, str(exc), exc.field
         except Exception as exc:  # a bug in a hook: a counted 5xx the bake guardrails can see
             _log.exception("scoring failed")
             status, message = 500, f"internal error: {type(exc).__name__}"
-        response = _error(message, status)
+        response = _error(message, status, field)
         seconds = time.perf_counter() - start
         metrics.observe(endpoint, seconds, status)
         metrics.observe_scoring(seconds, status, None)
@@ -342,6 +343,8 @@ def create_app(
             return denied
         try:
             matrix = np.asarray(_parse(await request.body())["features"], dtype=np.float32)
+        except OverflowError:  # an integer beyond the largest float
+            return _error("must be finite numbers", 422, "features")
         except (ValueError, KeyError, TypeError) as exc:
             return _error(f'expected {{"features": [[number, ...], ...]}}: {exc}', 400, "features")
         n = len(service.feature_names)

@@ -24,6 +24,7 @@ import asyncio
 from typing import Any
 
 from patterns.rest_api.metrics import ServiceMetrics
+from patterns.rest_api.schemas import InputError
 from patterns.rest_api.service import FlightDelayService, Prediction
 
 __all__ = ["MicroBatcher"]
@@ -101,13 +102,25 @@ class MicroBatcher:
         self._metrics.batch(len(requests))
         try:
             scored = await self._service.score_async(requests, ids)
+        except InputError as exc:
+            if len(batch) == 1:
+                _fail(batch, exc)
+            else:
+                # One caller's bad request (refused by a hook) must not fail the callers batched
+                # with it: each is scored again on its own, so only the bad one gets the error.
+                await asyncio.gather(*(self._score([queued]) for queued in batch))
+            return
         except Exception as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            _fail(batch, exc)
             return
         start = 0
         for reqs, _, future in batch:
             if not future.done():
                 future.set_result(scored[start : start + len(reqs)])
             start += len(reqs)
+
+
+def _fail(batch: list[_Queued], exc: BaseException) -> None:
+    for _, _, future in batch:
+        if not future.done():
+            future.set_exception(exc)

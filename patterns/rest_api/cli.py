@@ -218,7 +218,10 @@ def _until(text: str, option: str) -> int:
     "--since",
     "since_text",
     default=None,
-    help="Replay events from here on [default: what the features still need, 25 h for departures].",
+    # Written out, not derived: FLIGHT_FEATURES costs a second to import on every CLI start;
+    # tests/patterns/rest_api/test_cli.py checks the hours against retention_seconds.
+    help="Replay events from here on [default: what the features still need, 26 h for departures, "
+    "5 h for weather].",
 )
 @click.option(
     "--redis-url", envvar="MLPATTERNS_REDIS_URL", default=None, help="Redis URL [env MLPATTERNS_REDIS_URL]."

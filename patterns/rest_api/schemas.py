@@ -112,9 +112,12 @@ def _check_number(spec: FlightField, value: Any, where: str) -> int | float:
                 raise InputError(where, f"expected an integer, got {value!r}")
             value = int(value)
     else:
+        try:
+            value = float(value)  # OverflowError: an integer beyond the largest float
+        except OverflowError:
+            raise InputError(where, "must be a finite number") from None
         if not math.isfinite(value):
             raise InputError(where, "must be a finite number")
-        value = float(value)
     if spec.minimum is not None and value < spec.minimum:
         raise InputError(where, f"must be >= {spec.minimum:g}, got {value!r}")
     if spec.maximum is not None and value > spec.maximum:

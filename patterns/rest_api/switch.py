@@ -52,6 +52,7 @@ from shared.deploy import (
 from shared.deploy.gates import Gate, ShadowGate
 from shared.example.flights import FLIGHT_FEATURES
 from shared.registry import Registry
+from shared.services._process import port_free
 
 __all__ = ["ColourConfig", "RestSwitch", "admin_token", "build_target", "default_rest_gates"]
 
@@ -118,7 +119,7 @@ class RestSwitch(Switch):
             return
         self._stop(slot)
         port = self.config.ports[slot]
-        if _port_busy(port):
+        if not port_free(port):
             raise RuntimeError(f"port {port} for {slot} is taken by another process")
         cmd = [sys.executable, "-m", "patterns", "rest", "serve", "--version", version,
                "--port", str(port), "--store", self.config.store, "--slot", slot.value,
@@ -336,18 +337,6 @@ def _wait(predicate: Any, timeout: float, poll: float = 0.1) -> bool:
             return True
         time.sleep(poll)
     return bool(predicate())
-
-
-def _port_busy(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 def default_rest_gates() -> list[Gate]:

@@ -16,7 +16,6 @@ length and then the bytes (UTF-8 here). The output comes back binary when the re
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -286,8 +285,6 @@ def encode_infer(
 ) -> tuple[bytes, dict[str, str]]:
     """(body, headers) of the response: JSON, or a JSON header and the binary output after it."""
     probabilities = [p.probability for p in predictions]
-    if not all(math.isfinite(p) for p in probabilities):
-        raise V2Error("the model produced a non-finite probability", status=500)
     body: dict[str, Any] = {"model_name": service.model_name, "model_version": service.version}
     if request.request_id is not None:
         body["id"] = request.request_id

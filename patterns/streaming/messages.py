@@ -56,6 +56,7 @@ SCORING_FAILURE = "features: "
 TIE_ORDER = {"weather": 0, "departed": 1, "scheduled": 2}
 
 _INT, _NUM, _STR = "int", "number", "str"
+_INT64 = 2**63
 _SCHEMA: dict[str, dict[str, str]] = {
     "scheduled": {
         "flight_id": _STR, "year": _INT, "month": _INT, "day": _INT, "hour": _INT, "minute": _INT,
@@ -98,7 +99,10 @@ def decode(raw: bytes | None) -> Event:
         raise SchemaError("empty message (null value)")
     try:
         body = json.loads(raw, parse_constant=_no_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except SchemaError:
+        raise
+    # ValueError also covers an integer past Python's digit limit; RecursionError, deep nesting.
+    except (ValueError, RecursionError) as exc:
         raise SchemaError(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise SchemaError(f"expected a JSON object, got {type(body).__name__}")
@@ -130,13 +134,29 @@ def _no_constant(name: str) -> Any:
 def _check(kind: str, name: str, value: Any, expected: str) -> Any:
     if expected == "number?" and value is None:
         return math.nan
-    ok = {
-        _INT: isinstance(value, int) and not isinstance(value, bool),
-        _STR: isinstance(value, str) and value != "",
-    }.get(expected, isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value))
+    if expected == _STR:
+        ok = isinstance(value, str) and value != ""
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        ok = False
+    elif expected == _INT:
+        # Integers end up in int64 columns and Kafka timestamps: a larger one would crash there,
+        # after the decode, on the same offset at every restart.
+        ok = isinstance(value, int) and -_INT64 <= value < _INT64
+    else:
+        try:
+            value = float(value)  # OverflowError: an integer beyond the largest float
+        except OverflowError:
+            raise SchemaError(f"{kind}: field {name!r} must be a finite number, got a huge integer") from None
+        ok = math.isfinite(value)
     if not ok:
-        raise SchemaError(f"{kind}: field {name!r} must be {expected.rstrip('?')}, got {value!r}")
-    return float(value) if expected.startswith("number") else value
+        raise SchemaError(f"{kind}: field {name!r} must be {expected.rstrip('?')}, got {_short(value)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    # The reason travels in a dead letter's header: a value of hundreds of digits would swamp it.
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 #: What Kafka allows in a topic name; the prefix starts every topic (and group) name.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -136,6 +137,7 @@ BAD_FLIGHTS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("distance as a string", lambda f: f | {"distance": "1400"}, "distance"),
     ("negative distance", lambda f: f | {"distance": -5}, "distance"),
     ("distance NaN", lambda f: f | {"distance": math.nan}, "distance"),
+    ("distance beyond a float", lambda f: f | {"distance": 10**400}, "distance"),
     ("flight not an integer", lambda f: f | {"flight": 15.5}, "flight"),
     ("flight a boolean", lambda f: f | {"flight": True}, "flight"),
     ("sched_ts a string", lambda f: f | {"sched_ts": "1360000000"}, "sched_ts"),
@@ -193,7 +195,6 @@ def _local(year: int, month: int, day: int, hour: int, minute: int) -> dict[str,
 def test_bad_input_is_a_4xx_naming_the_field(
     rest_app: RestApp, rest_requests: list[dict], case: str, make: Callable[[dict], Any], field: str
 ) -> None:
-    import json
 
     r = httpx.post(rest_app.url + "/predict", content=json.dumps(make(_flight(rest_requests))))
     assert 400 <= r.status_code < 500, (case, r.status_code, r.text)
@@ -294,6 +295,12 @@ def test_admin_score_reproduces_the_golden_set(rest_app: RestApp, rest_model: Mo
         rest_app.url + "/admin/score", json={"features": [[1.0, 2.0]]}, headers=rest_app.admin_headers
     )
     assert bad.status_code == 422 and bad.json()["field"] == "features"
+    huge = httpx.post(
+        rest_app.url + "/admin/score",
+        content=json.dumps({"features": [[10**400] + [0.0] * (inputs.shape[1] - 1)]}),
+        headers=rest_app.admin_headers,
+    )
+    assert huge.status_code == 422 and huge.json() == {"error": "must be finite numbers", "field": "features"}
 
 
 def test_admin_window_counts_scoring_calls_since_reset(rest_app: RestApp, rest_requests: list[dict]) -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from patterns.rest_api.app import create_app
 from patterns.rest_api.schemas import FIELDS as SPECS
+from patterns.rest_api.schemas import InputError
 from patterns.rest_api.service import FlightDelayService, build_store
 from shared.features import EmbeddedStore
 from shared.predictor import Predictor
@@ -32,8 +33,10 @@ FIELDS = [*VALID, "sched_ts", "year", "month", "day", "hour", "minute", "explain
 ISO = st.tuples(st.datetimes(), st.sampled_from(["", "Z", "+14:00", "-12:00", "-05:00"])).map(
     lambda t: t[0].isoformat() + t[1]
 )
+#: Integers past the largest float (about 1.8e308) too: float() of one raises OverflowError.
+NUMBERS = st.integers() | st.integers(-(10**400), 10**400) | st.floats()
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30) | ISO,
+    st.none() | st.booleans() | NUMBERS | st.text(max_size=30) | ISO,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
@@ -255,3 +258,41 @@ def test_a_code_naming_another_store_key_cannot_break_the_micro_batch(
     # without the check the bad one would have shared the good one's store read.
     assert batches() == {"count": 3, "sum": 4}  # the plug, the two good ones, the good one alone
     service.close()
+
+
+class _RefusesOne(FlightDelayService):
+    """A features hook that refuses one request (flight 99999) as the caller's bad field."""
+
+    async def features_async(self, requests: Any) -> Any:
+        if any(r["flight"] == 99999 for r in requests):
+            raise InputError("flight", "the test refuses flight 99999")
+        return await super().features_async(requests)
+
+
+def test_a_request_a_hook_refuses_is_a_422_for_its_caller_only(rest_model: ModelVersion) -> None:
+    service = _RefusesOne(Predictor(rest_model), EmbeddedStore())
+    app = create_app(service)
+    bad = VALID | {"flight": 99999}
+
+    async def run() -> list[tuple[int, Any]]:
+        # Four requests at once and two batch slots: two batches of two, the bad one with a good one.
+        return list(await asyncio.gather(*(_asgi_post(app, b) for b in (bad, VALID, VALID, VALID))))
+
+    answers = asyncio.run(run())
+    assert answers[0][0] == 422 and answers[0][1]["field"] == "flight", answers[0]
+    assert "flight 99999" in answers[0][1]["error"]
+    assert [status for status, _ in answers[1:]] == [200, 200, 200], answers
+    service.close()
+
+
+def test_a_number_too_large_for_a_float_is_a_422_naming_the_field(client: TestClient) -> None:
+    huge = 10**400
+    r = client.post("/predict", content=json.dumps(VALID | {"distance": huge}))
+    assert r.status_code == 422 and r.json()["field"] == "distance", r.text
+    assert "must be a finite number" in r.json()["error"]
+    r = client.post(
+        "/v2/models/flight_delay/infer",
+        content=json.dumps({"inputs": _v2_inputs(VALID | {"distance": huge})}),
+    )
+    # V2 answers a bad input 400 (the protocol's convention), naming the input in the message.
+    assert r.status_code == 400 and "'distance': row 0: must be a finite number" in r.json()["error"], r.text

@@ -14,7 +14,7 @@ import pytest
 
 from patterns.rest_api.batching import MicroBatcher
 from patterns.rest_api.metrics import ServiceMetrics
-from patterns.rest_api.schemas import decode_flight
+from patterns.rest_api.schemas import InputError, decode_flight
 from patterns.rest_api.service import FlightDelayService, StoreUnavailable, build_store
 from shared.predictor import Predictor
 from shared.registry import ModelVersion
@@ -106,6 +106,30 @@ def test_a_failing_batch_fails_only_its_own_callers(
     assert service.batches == [8, 8]
     assert all(isinstance(r, StoreUnavailable) for r in results[:8])
     assert [r[0].request_id for r in results[8:]] == [b["request_id"] for b in bodies[8:]]
+
+
+class _RefusesOne(_SlowStore):
+    """A hook that refuses one request (flight 99999) as the caller's error, like a bad field."""
+
+    async def features_async(self, requests: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        if any(r["flight"] == 99999 for r in requests):
+            self.batches.append(len(requests))
+            raise InputError("flight", "the test refuses flight 99999")
+        return await super().features_async(requests)
+
+
+def test_a_request_a_hook_refuses_fails_only_its_own_caller(
+    rest_model: ModelVersion, rest_store: RestStore, rest_requests: list[dict[str, Any]]
+) -> None:
+    bodies = [rest_requests[0] | {"flight": 99999}, *rest_requests[1:8]]
+    redis = build_store("redis", rest_store.url, rest_store.prefix)
+    service = _RefusesOne(Predictor(rest_model), redis)
+    batcher = MicroBatcher(service, ServiceMetrics(service.version, None), max_rows=256)
+    results = asyncio.run(_score_all(batcher, bodies))
+    # Two batches of 4; the one holding the refused request is then scored caller by caller.
+    assert sorted(service.batches) == [1, 1, 1, 1, 4, 4]
+    assert isinstance(results[0], InputError) and results[0].field == "flight"
+    assert [r[0].request_id for r in results[1:]] == [b["request_id"] for b in bodies[1:]]
 
 
 def test_max_rows_caps_a_batch_but_never_splits_a_request(

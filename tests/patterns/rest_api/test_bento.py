@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
 import re
 import signal
@@ -114,6 +116,47 @@ def test_bentofile_names_this_service_and_pinned_packages() -> None:
     for pin in config.python.packages:
         name, version = pin.split("==")
         assert lock.get(name) == version, pin
+    # Every third-party module the service's code can import (lazily too) must be in the Bento.
+    listed = {pin.split("==")[0].lower() for pin in config.python.packages}
+    dists = importlib.metadata.packages_distributions()
+    needed = _third_party_imports("patterns.rest_api.bento_service") - _NOT_IN_BENTO
+    assert {"hiredis", "redis", "onnxruntime", "numpy", "pandas", "pydantic"} <= needed
+    missing = {m for m in needed if not {d.lower() for d in dists.get(m, [m])} & listed}
+    assert not missing, f"imported by the service but not in bentofile.yaml: {sorted(missing)}"
+
+
+#: bentoml: the Bento installs it itself; pyarrow: only the Parquet log reader and ``write_frame``,
+#: never on the serving path (the service logs JSON lines through ``write_many``).
+_NOT_IN_BENTO = {"bentoml", "pyarrow"}
+
+
+def _third_party_imports(module: str) -> set[str]:
+    """Top-level third-party names imported anywhere (functions included) in ``module`` and in the
+    project modules it imports, transitively."""
+    seen: set[str] = set()
+    todo, found = [module], set()
+    while todo:
+        name = todo.pop()
+        path = ROOT / Path(*name.split("."))
+        file = next((f for f in (path.with_suffix(".py"), path / "__init__.py") if f.exists()), None)
+        if name in seen or file is None:
+            continue
+        seen.add(name)
+        todo.extend(".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1))
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for imported in names:
+                top = imported.split(".")[0]
+                if top in ("patterns", "shared"):
+                    todo.append(imported)
+                elif top not in sys.stdlib_module_names and top != "__future__":
+                    found.add(top)
+    return found
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ refused before uvicorn could bind a port.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,8 +21,8 @@ from click.testing import CliRunner, Result
 
 import patterns.rest_api.cli as rest_cli
 from patterns.rest_api.cli import rest
-from patterns.rest_api.nginx import front_port
-from patterns.rest_api.switch import ColourConfig, default_rest_gates
+from patterns.rest_api.nginx import RestFront, front_port
+from patterns.rest_api.switch import ColourConfig, RestSwitch, default_rest_gates
 from shared.deploy import Slot
 from shared.deploy.gates import ShadowGate
 from shared.registry import ModelVersion
@@ -116,6 +118,30 @@ def test_load_features_refuses_an_empty_window_and_keeps_the_state(
     assert result.exit_code == 2, result.output
     assert f"Error: --since {since} must be before --until {until}" in result.output
     assert client.get(f"{info.prefix}:sentinel") == b"kept"  # --clear did not run
+
+
+def test_load_features_help_gives_the_retention_of_each_source() -> None:
+    from shared.example.flights import FLIGHT_FEATURES
+
+    since = next(o for o in rest_cli.load_features.params if o.name == "since_text")
+    told = {src: float(h) for h, src in re.findall(r"(\d+) h for (\w+)", since.help or "")}
+    retention = {s.name: FLIGHT_FEATURES.retention_seconds(s.name) / 3600 for s in FLIGHT_FEATURES.sources}
+    assert told == retention
+
+
+def test_staging_a_colour_on_a_taken_port_is_refused_before_anything_starts(
+    tmp_path: Path, rest_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLPATTERNS_HOME", str(rest_home))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = ColourConfig(ports={Slot.BLUE: port, Slot.GREEN: port}, token="t", run_dir=tmp_path)
+        switch = RestSwitch(config, front=RestFront(name="test_taken_port"))
+        with pytest.raises(RuntimeError, match=f"port {port} for .* is taken by another process"):
+            switch.stage(Slot.BLUE, "v1")
+    assert not (tmp_path / f"{Slot.BLUE}.pid").exists()
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,27 @@ def test_missing_weather_values_travel_as_null_and_come_back_as_nan() -> None:
             b' "origin": "EWR", "dep_delay": 1}',
             "'dep_ts' is 1360800000000, more than a day in the future",
         ),
+        (
+            b'{"type": "departed", "event_id": "x", "dep_ts": 1, "carrier": "UA", "origin": "EWR",'
+            b' "dep_delay": 1' + b"0" * 400 + b"}",
+            "'dep_delay' must be a finite number",
+        ),
+        (
+            b'{"type": "departed", "event_id": "x", "dep_ts": 1, "carrier": "UA", "origin": "EWR",'
+            b' "dep_delay": 1' + b"0" * 5000 + b"}",
+            "not JSON: Exceeds the limit",
+        ),
+        (
+            b'{"type": "departed", "event_id": "x", "dep_ts": -1' + b"0" * 400 + b', "carrier": "UA",'
+            b' "origin": "EWR", "dep_delay": 1}',
+            "'dep_ts' must be int",
+        ),
+        (
+            b'{"type": "departed", "event_id": "x", "dep_ts": 1' + b"0" * 400 + b', "carrier": "UA",'
+            b' "origin": "EWR", "dep_delay": 1}',
+            "'dep_ts' must be int",
+        ),
+        (b"[" * 100_000, "not JSON"),
         (None, "empty"),
     ],
 )
