@@ -32,6 +32,8 @@ from patterns.batch_db.store import (
     PredictionTableStore,
     RunRecord,
     checked_prefix,
+    date_of,
+    prediction_table_pattern,
     row_key,
 )
 
@@ -92,24 +94,23 @@ class HBaseStore(PredictionTableStore):
         return self._conn
 
     def _check(self, name: str) -> str:
-        if not name.startswith(f"{self.prefix}_pred_"):
-            raise ValueError(f"not a prediction table of prefix {self.prefix!r}: {name!r}")
-        return name
+        return self._prediction_table(name)
 
     # -- prediction tables --------------------------------------------------------------------------
 
     def create_table(self, name: str) -> None:
-        if name not in self.tables():
-            with contextlib.suppress(Exception):
-                self._conn.create_table(self._check(name), {"s": {"max_versions": 1}})
+        # Checked outside the suppress: a name the store would never list is a caller's bug.
+        if self._check(name) not in self.tables():
+            with contextlib.suppress(Exception):  # AlreadyExists when another process raced us
+                self._conn.create_table(name, {"s": {"max_versions": 1}})
 
     def drop_table(self, name: str) -> None:
-        if name in self.tables():
-            self._conn.delete_table(self._check(name), disable=True)
+        if self._check(name) in self.tables():
+            self._conn.delete_table(name, disable=True)
 
     def tables(self) -> list[str]:
-        start = f"{self.prefix}_pred_"
-        return sorted(n for n in (t.decode() for t in self._conn.tables()) if n.startswith(start))
+        pattern = prediction_table_pattern(self.prefix)
+        return sorted(n for n in (t.decode() for t in self._conn.tables()) if pattern.fullmatch(n))
 
     def begin_writes(self) -> None:
         if self.writers > 1 and self._pool is None:
@@ -162,6 +163,13 @@ class HBaseStore(PredictionTableStore):
             values.extend(_float(_cell(data[_P])[0]) for _, data in scan)
         return np.asarray(values, dtype=np.float64)
 
+    def scores_by_date(self, table: str) -> dict[str, np.ndarray]:
+        by_day: dict[bytes, list[float]] = {}
+        for key, data in self._conn.table(self._check(table)).scan(columns=[_P], batch_size=5000):
+            # ``<salt>|YYYYMMDD-...``: the day is the 8 bytes after the one-digit salt.
+            by_day.setdefault(key[2:10], []).append(_float(_cell(data[_P])[0]))
+        return {date_of(day.decode()): np.asarray(v, dtype=np.float64) for day, v in sorted(by_day.items())}
+
     # -- runs, quarantine, meta -------------------------------------------------------------------------
 
     def save_run(self, run: RunRecord) -> None:
@@ -177,13 +185,6 @@ class HBaseStore(PredictionTableStore):
             for _, d in self._meta.scan(row_prefix=b"run:", columns=[b"r:doc"])
         ]
         return sorted(records, key=lambda r: (r.created, r.run_id))
-
-    def delete_run(self, run_id: str) -> None:
-        keys = [k for k, _ in self._scan_quarantine(run_id)]
-        with self._meta.batch() as b:
-            for k in keys:
-                b.delete(k)
-            b.delete(f"run:{run_id}".encode())
 
     def quarantine(self, run_id: str, rows: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
         with self._meta.batch(batch_size=self.batch_size) as b:

@@ -1,7 +1,7 @@
 """The gate, the pointer move, rollback and retention: how a written run becomes (or stops being) live.
 
 ``publish_run`` = ``validate_run`` (row count equals the valid input count and inputs are fully
-accounted for, at least one row, a sample of rows scored again equal to the stored ones
+accounted for, at least one row for every date, a sample of rows scored again equal to the stored ones
 (``readback``), no missing score, PSI of the score distribution against what is
 live now for the same dates below ``max_psi``) followed by ONE atomic pointer write for all of the
 run's dates.
@@ -9,7 +9,7 @@ run's dates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,7 +51,8 @@ def validate_run(
     if run.status not in ("written", "published", "rejected") or run.table not in store.tables():
         checks.append(Check("complete", False, f"run {run.run_id} is {run.status}, not completely written"))
         return checks, np.empty(0)
-    scores = store.scores(run.table)
+    by_date = store.scores_by_date(run.table)
+    scores = np.concatenate(list(by_date.values())) if by_date else np.empty(0)
     n = len(scores)
     accounted = run.rows + run.quarantined == run.inputs
     checks.append(
@@ -62,7 +63,7 @@ def validate_run(
             float(n),
         )
     )
-    checks.append(_non_empty(run, n))
+    checks.append(_non_empty(run, {date: len(s) for date, s in by_date.items()}))
     checks.append(_read_back(run))
     missing = int(np.count_nonzero(~np.isfinite(scores)))
     checks.append(Check("missing_scores", missing == 0, f"{missing} rows without a score", float(missing)))
@@ -70,18 +71,24 @@ def validate_run(
     return checks, scores
 
 
-def _non_empty(run: RunRecord, stored: int) -> Check:
-    """A run without rows would point its dates at an empty table: every live prediction of those
-    dates would vanish, so it is never published (not even with ``force``)."""
-    if run.rows > 0 and stored > 0:
-        return Check("non_empty", True, f"{stored} predictions to publish", float(stored))
+def _non_empty(run: RunRecord, stored: Mapping[str, int]) -> Check:
+    """Publish moves the pointer of every date of the run: a date the table holds no row for (the
+    input lacked it, or all of its rows were quarantined) would have every live prediction vanish,
+    so such a run is never published (not even with ``force``). ``stored``: rows per date."""
+    total = sum(stored.values())
+    empty = [d for d in run.dates if stored.get(d, 0) == 0]
+    if run.rows > 0 and not empty:
+        return Check("non_empty", True, f"{total} predictions to publish", float(total))
     if run.inputs == 0:
         why = "no input rows for these dates"
     elif run.quarantined == run.inputs:
         why = f"all {run.inputs} input rows were quarantined"
-    else:
+    elif total == 0:
         why = "no rows stored"
-    return Check("non_empty", False, f"{why}: publishing would serve no predictions", float(stored))
+    else:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        why = f"no rows stored for {len(empty)} of {len(run.dates)} dates ({shown})"
+    return Check("non_empty", False, f"{why}: publishing would serve no predictions", float(total))
 
 
 def _read_back(run: RunRecord) -> Check:
@@ -114,8 +121,8 @@ def publish_run(
 ) -> PublishResult:
     """Gate, then move every date's pointer to the run's table in one atomic write.
 
-    ``force`` publishes despite a failed PSI check (never despite missing rows or scores, nor an
-    empty run).
+    ``force`` publishes despite a failed PSI check (never despite missing rows or scores, nor a
+    date without rows).
     """
     checks, _ = validate_run(store, run, max_psi)
     blocking = [c for c in checks if not c.passed and not (force and c.name == "psi")]

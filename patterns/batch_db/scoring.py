@@ -17,16 +17,15 @@
 6. log: what was served goes to ``PredictionLog("batch_db")`` (one Parquet file per run) for the
    consistency validator.
 
-The run id is a hash of (dates, model version and checksum, feature fingerprint, input rows): the
-same day scored with the same model lands in the same table with the same contents, and a rerun
-after a crash simply overwrites the half-written table and completes it.
+The run id is a hash of (dates, model version and checksum, feature fingerprint, input rows with
+their flight ids): the same day scored with the same model lands in the same table with the same
+contents, and a rerun after a crash simply overwrites the half-written table and completes it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,7 +36,13 @@ import numpy as np
 import pandas as pd
 
 from patterns.batch_db.readback import read_back
-from patterns.batch_db.store import FLIGHT_ID_PATTERN, PredictionTableStore, RunRecord
+from patterns.batch_db.store import (
+    FLIGHT_ID_PATTERN,
+    RUN_ID_LENGTH,
+    PredictionTableStore,
+    RunRecord,
+    prediction_table,
+)
 from shared.example.data import departures, frame_fingerprint, load_flights, load_weather
 from shared.example.flights import FLIGHT_FEATURES, ORIGINS, REQUEST_FIELDS
 from shared.features import OfflineExecutor
@@ -145,11 +150,6 @@ def _id_text(ids: pd.Series) -> pd.Series:
     return ids.astype(str).where(ids.notna(), "")
 
 
-def _table_name(prefix: str, dates: Sequence[str], version: str, run_id: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9]", "", version) or "model"
-    return f"{prefix}_pred_{dates[0].replace('-', '')}_{dates[-1].replace('-', '')}_{safe}_{run_id}"
-
-
 class BatchScorer:
     """Scores dates with one model version into ``store``; ``flights`` overrides the input rows."""
 
@@ -194,10 +194,11 @@ class BatchScorer:
             self.predictor.version,
             self.model_sha256,
             self.predictor.feature_fingerprint,
-            frame_fingerprint(inputs[list(REQUEST_FIELDS)]),
+            # Every column the run stores: inputs differing only in flight ids are different runs.
+            frame_fingerprint(inputs[list(INPUT_COLUMNS)]),
         ):
             h.update(part.encode() + b"\0")
-        return h.hexdigest()[:10]
+        return h.hexdigest()[:RUN_ID_LENGTH]
 
     def score(self, dates: Sequence[str], *, force: bool = False) -> RunRecord:
         """Write every valid flight of ``dates`` to a new (unpublished) table; returns the run record.
@@ -219,7 +220,7 @@ class BatchScorer:
         ):
             previous.detail = "reused: same dates, model and inputs already scored"
             return previous
-        table = _table_name(self.store.prefix, dates, self.predictor.version, run_id)
+        table = prediction_table(self.store.prefix, dates, self.predictor.version, run_id)
         run = RunRecord(
             run_id,
             table,

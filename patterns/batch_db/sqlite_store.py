@@ -8,7 +8,6 @@ through a crash (a killed run leaves at most an incomplete table nobody points a
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,12 +21,11 @@ from patterns.batch_db.store import (
     RunRecord,
     checked_prefix,
     date_of,
+    prediction_table_pattern,
     row_key,
 )
 
 __all__ = ["SQLiteStore"]
-
-_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 class SQLiteStore(PredictionTableStore):
@@ -55,9 +53,8 @@ class SQLiteStore(PredictionTableStore):
         )
 
     def _table(self, name: str) -> str:
-        if not name.startswith(f"{self.prefix}_pred_") or not _NAME.fullmatch(name):
-            raise ValueError(f"not a prediction table of prefix {self.prefix!r}: {name!r}")
-        return name
+        # The name goes into SQL unquoted: the pattern admits only letters, digits and _.
+        return self._prediction_table(name)
 
     def create_table(self, name: str) -> None:
         self._db.execute(
@@ -69,11 +66,9 @@ class SQLiteStore(PredictionTableStore):
         self._db.execute(f"DROP TABLE IF EXISTS {self._table(name)}")
 
     def tables(self) -> list[str]:
-        rows = self._db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\\'",
-            (f"{self.prefix}\\_pred\\_%",),
-        )
-        return sorted(r[0] for r in rows)
+        names = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        pattern = prediction_table_pattern(self.prefix)
+        return sorted(r[0] for r in names if pattern.fullmatch(r[0]))
 
     def put_predictions(
         self, table: str, flight_ids: Sequence[str], scores: np.ndarray, meta: Mapping[str, str]
@@ -106,6 +101,12 @@ class SQLiteStore(PredictionTableStore):
         values = [np.nan if r[0] is None else r[0] for r in self._db.execute(sql, args)]
         return np.asarray(values, dtype=np.float64)
 
+    def scores_by_date(self, table: str) -> dict[str, np.ndarray]:
+        by_date: dict[str, list[float]] = {}
+        for date, score in self._db.execute(f"SELECT date, score FROM {self._table(table)}"):
+            by_date.setdefault(date, []).append(np.nan if score is None else score)
+        return {d: np.asarray(v, dtype=np.float64) for d, v in sorted(by_date.items())}
+
     def save_run(self, run: RunRecord) -> None:
         self._db.execute(
             f"INSERT OR REPLACE INTO {self.prefix}_batch_runs VALUES (?, ?)", (run.run_id, run.to_json())
@@ -120,12 +121,6 @@ class SQLiteStore(PredictionTableStore):
     def runs(self) -> list[RunRecord]:
         docs = self._db.execute(f"SELECT doc FROM {self.prefix}_batch_runs")
         return sorted((RunRecord.from_json(r[0]) for r in docs), key=lambda r: (r.created, r.run_id))
-
-    def delete_run(self, run_id: str) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(f"DELETE FROM {self.prefix}_batch_runs WHERE run_id = ?", (run_id,))
-            self._db.execute(f"DELETE FROM {self.prefix}_batch_quarantine WHERE run_id = ?", (run_id,))
 
     def quarantine(self, run_id: str, rows: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
         with self._db:

@@ -36,6 +36,7 @@ from shared.errors import UserError
 __all__ = [
     "FLIGHT_ID_PATTERN",
     "HISTORY_DEPTH",
+    "RUN_ID_LENGTH",
     "InvalidPrefix",
     "Pointer",
     "Prediction",
@@ -44,6 +45,8 @@ __all__ = [
     "checked_prefix",
     "date_of",
     "open_store",
+    "prediction_table",
+    "prediction_table_pattern",
     "row_key",
     "salt",
 ]
@@ -51,6 +54,8 @@ __all__ = [
 #: How many previously live tables each date's pointer remembers for rollback.
 HISTORY_DEPTH = 10
 SALT_BUCKETS = 16
+#: Hex digits of a run id (``BatchScorer.run_id``), the last segment of a prediction table's name.
+RUN_ID_LENGTH = 10
 
 
 #: ``YYYYMMDD-<carrier><flight>-<origin>-<HHMM>`` (``shared.example.data.flight_id``): the date
@@ -74,6 +79,25 @@ def checked_prefix(prefix: str) -> str:
     if not _PREFIX.fullmatch(prefix):
         raise InvalidPrefix(f"prefix must be letters, digits and _: {prefix!r}")
     return prefix
+
+
+def prediction_table(prefix: str, dates: Sequence[str], version: str, run_id: str) -> str:
+    """``<prefix>_pred_<from>_<to>_<version>_<run id>``: the name of a run's table."""
+    safe = re.sub(r"[^A-Za-z0-9]", "", version) or "model"
+    return f"{prefix}_pred_{dates[0].replace('-', '')}_{dates[-1].replace('-', '')}_{safe}_{run_id}"
+
+
+def prediction_table_pattern(prefix: str) -> re.Pattern[str]:
+    """What ``prediction_table`` names under ``prefix`` look like, to be matched whole.
+
+    A prefix may contain ``_pred_`` (``team`` and ``team_pred``), so a bare ``startswith`` would let
+    ``team`` list, and retention drop, the other prefix's tables. No segment after the prefix holds
+    a ``_``, so a match has exactly the prefix's underscores plus five, which no other prefix's
+    prediction table starting with ``<prefix>_pred_`` can have; the hex run id rules out the
+    ``_batch_*`` metadata tables (``team_pred_20130101_20130101_batch_meta`` under ``team``).
+    """
+    segments = rf"\d{{8}}_\d{{8}}_[A-Za-z0-9]+_[0-9a-f]{{{RUN_ID_LENGTH}}}"
+    return re.compile(rf"{re.escape(prefix)}_pred_{segments}")
 
 
 def salt(flight_id: str) -> str:
@@ -174,7 +198,14 @@ class PredictionTableStore(ABC):
 
     @abstractmethod
     def tables(self) -> list[str]:
-        """Names of every prediction table under this prefix."""
+        """Names of every prediction table under this prefix (``prediction_table_pattern``)."""
+
+    def _prediction_table(self, name: str) -> str:
+        """``name`` when it is a prediction table of this prefix, else ``ValueError`` (a table created
+        under any other name would be invisible to ``tables()``, hence to retention)."""
+        if not prediction_table_pattern(self.prefix).fullmatch(name):
+            raise ValueError(f"not a prediction table of prefix {self.prefix!r}: {name!r}")
+        return name
 
     def begin_writes(self) -> None:  # noqa: B027 - an optional hook: doing nothing is the default
         """Hook: a run is about to write (a store may warm up connections or writer processes)."""
@@ -193,6 +224,11 @@ class PredictionTableStore(ABC):
     def scores(self, table: str, dates: Sequence[str] | None = None) -> np.ndarray:
         """Every stored score (NaN where a row's score is missing or unreadable), optionally of some dates."""
 
+    @abstractmethod
+    def scores_by_date(self, table: str) -> dict[str, np.ndarray]:
+        """Every stored score of ``table`` (as ``scores``) by the ISO date of its flight, in one scan:
+        a date the table holds no row for is absent."""
+
     # -- run records, quarantine, small metadata ------------------------------------------------------
 
     @abstractmethod
@@ -204,9 +240,6 @@ class PredictionTableStore(ABC):
     @abstractmethod
     def runs(self) -> list[RunRecord]:
         """Every run record, oldest first."""
-
-    @abstractmethod
-    def delete_run(self, run_id: str) -> None: ...
 
     @abstractmethod
     def quarantine(self, run_id: str, rows: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:

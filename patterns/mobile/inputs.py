@@ -50,7 +50,7 @@ __all__ = [
 
 INPUT_NAME = "raw"
 OUTPUT_NAME = "delay_probability"
-#: Character width of each code field; shorter codes are padded with 0.
+#: Character width of each code field; shorter codes are padded with 0, longer ones are all 0.
 CODE_WIDTHS = {"carrier": 2, "origin": 3, "dest": 3}
 VOCABULARIES: dict[str, tuple[str, ...]] = {"carrier": CARRIERS, "origin": ORIGINS, "dest": DESTS}
 RAW_COLUMNS: tuple[str, ...] = (
@@ -99,8 +99,9 @@ def _chars(values: Iterable[Any], width: int) -> np.ndarray:
     out = np.zeros((0, width), dtype=np.int32)
     rows = []
     for v in values:
-        b = str(v).encode("ascii", errors="replace")[:width]
-        rows.append(list(b) + [0] * (width - len(b)))
+        b = str(v).encode("ascii", errors="replace")
+        # Cut to ``width``, "UAL" would read as "UA"; all zeros matches no entry, like the server's -1.
+        rows.append([0] * width if len(b) > width else list(b) + [0] * (width - len(b)))
     return np.asarray(rows, dtype=np.int32).reshape(-1, width) if rows else out
 
 

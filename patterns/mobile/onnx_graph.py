@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from patterns.mobile.inputs import CODE_WIDTHS, INPUT_NAME, N_RAW, OUTPUT_NAME, vocabulary_codes
+from patterns.mobile.model import CODE_OFFSETS
 
 __all__ = ["build_onnx"]
-
-_CODE_OFFSETS = {"carrier": 5, "origin": 7, "dest": 10}
 
 
 def build_onnx(params: dict[str, np.ndarray], version: str, fingerprint: str) -> bytes:
@@ -50,7 +49,7 @@ def build_onnx(params: dict[str, np.ndarray], version: str, fingerprint: str) ->
         return op("Cast", [col], to=TensorProto.FLOAT)
 
     def packed(field: str) -> str:
-        start = _CODE_OFFSETS[field]
+        start = CODE_OFFSETS[field]
         total = column(start)
         for i in range(1, CODE_WIDTHS[field]):
             total = op("Add", [op("Mul", [total, const(np.array(256, np.int32))]), column(start + i)])

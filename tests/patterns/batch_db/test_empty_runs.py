@@ -1,4 +1,5 @@
-"""A run without a single valid row is never published: it would replace live predictions with none.
+"""A run with a date holding no valid row is never published: it would replace the live predictions
+of that date with none.
 
 Each test runs on the real HBase and on the embedded SQLite store.
 """
@@ -109,3 +110,28 @@ def test_deploy_refuses_empty_run(store: PredictionTableStore, registry: Registr
     result = deployer.deploy(target.models("v1"))
     assert not result.ok, result.reason
     assert store.pointer("2014-01-01") is None
+
+
+def test_run_missing_a_date_is_refused_and_that_dates_predictions_stay(
+    store: PredictionTableStore, predictors: dict[str, Predictor]
+) -> None:
+    dates = [DAY, "2013-03-02", "2013-03-03"]
+    fl = load_flights((3,))
+    live = BatchScorer(store, predictors["v1"], progress=False).score(dates)
+    assert publish_run(store, live).ok
+    fid2 = fl[fl["day"] == 2]["flight_id"].iloc[0]
+    before = PredictionReader(store).get(fid2)
+    assert before is not None and before.table == live.table
+
+    # The input lacks 03-02 and every row of 03-03 is quarantined: only 03-01 has rows stored.
+    partial = pd.concat([fl[fl["day"] == 1], fl[fl["day"] == 3].assign(carrier="")], ignore_index=True)
+    run = BatchScorer(store, predictors["v2"], flights=partial, progress=False).score(dates)
+    assert run.rows == int((fl["day"] == 1).sum()) and run.rows > 0
+    for force in (False, True):
+        result = publish_run(store, run, force=force)
+        assert not result.ok
+        assert "non_empty" in _failed(result) and "row_count" not in _failed(result)
+        assert "no rows stored for 2 of 3 dates (2013-03-02, 2013-03-03)" in result.reason
+    assert {p.table for p in store.pointers(dates).values()} == {live.table}
+    assert PredictionReader(store).get(fid2) == before
+    assert store.load_run(run.run_id).status == "rejected"  # type: ignore[union-attr]
