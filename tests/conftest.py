@@ -10,9 +10,11 @@ A server that cannot start fails the test with the server's log tail; nothing is
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -83,6 +85,21 @@ def copy_registry(trained_registry: Path) -> Callable[[Path], Registry]:
 
 
 _SERVER_FIXTURES = {"redis_server", "kafka_server", "hbase_server", "nginx_server"}
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[str], ModuleType]:
+    """``load_script("lock")``: ``scripts/lock.py`` as a module (scripts/ is not a package)."""
+
+    def load(name: str) -> ModuleType:
+        path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

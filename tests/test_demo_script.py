@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -14,12 +14,8 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "demo.py"
 
 
 @pytest.fixture(scope="module")
-def demo() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("demo_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def demo(load_script: Callable[[str], ModuleType]) -> ModuleType:
+    return load_script("demo")
 
 
 def test_a_directory_the_demo_did_not_make_is_refused_untouched(tmp_path: Path) -> None:

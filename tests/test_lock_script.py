@@ -7,24 +7,19 @@ import importlib.metadata
 import importlib.util
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "lock.py"
 LOCK = ROOT / "requirements.lock"
 
 
 @pytest.fixture(scope="module")
-def lock() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lock_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def lock(load_script: Callable[[str], ModuleType]) -> ModuleType:
+    return load_script("lock")
 
 
 def test_every_pin_has_a_hash_and_the_file_is_what_the_script_writes(lock: ModuleType) -> None:
