@@ -44,8 +44,14 @@ def replay_serving(
     from shared.example.flights import FLIGHT_FEATURES
 
     fs = feature_set or FLIGHT_FEATURES
-    if horizon_seconds > 3600:
-        raise ValueError("horizon_seconds above the allowed lateness (1 h) would evict state still needed")
+    # A batch observes events up to its last request before answering its first: state that
+    # request still needs survives only if the span stays within every source's allowed lateness.
+    limit = min((fs.source(name).allowed_lateness_seconds for name in sources), default=horizon_seconds)
+    if horizon_seconds > limit:
+        raise ValueError(
+            f"horizon_seconds={horizon_seconds} is above the sources' smallest allowed lateness"
+            f" ({limit} s): state still needed would be evicted"
+        )
     executor = StreamingExecutor(fs, store)
     reader = OnlineExecutor(fs, query_store) if query_store is not None else executor
     lags = dict(lag_seconds or {})

@@ -180,7 +180,11 @@ class FeatureSet:
         return [f.name for f in self.features]
 
     def source(self, name: str) -> EventSource:
-        return next(s for s in self.sources if s.name == name)
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources)
+        raise KeyError(f"feature set {self.name} has no source {name!r} (it has: {known})")
 
     def schema(self) -> list[dict[str, object]]:
         """One entry per feature: name, dtype, kind and its parameters (what ``features show`` prints)."""

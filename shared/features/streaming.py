@@ -56,10 +56,15 @@ class StreamingExecutor:
                 parsed = []
         if parsed:
             accepted += self._apply(source, parsed)
-        self.accepted[source] += accepted
         return accepted
 
     def _apply(self, source: str, events: Sequence[Event]) -> int:
+        applied = self._apply_chunk(source, events)
+        # Counted per chunk: a later chunk that fails to parse leaves the written ones counted.
+        self.accepted[source] += applied
+        return applied
+
+    def _apply_chunk(self, source: str, events: Sequence[Event]) -> int:
         lateness = self.feature_set.source(source).allowed_lateness_seconds
         batch: list[Event] = []
         for event in events:

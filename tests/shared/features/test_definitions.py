@@ -40,3 +40,8 @@ def test_the_lead_is_part_of_the_definition() -> None:
     )
     with pytest.raises(ValueError, match="lead_seconds"):
         dataclasses.replace(FLIGHT_FEATURES, lead_seconds=-1)
+
+
+def test_an_unknown_source_name_is_a_key_error_naming_it() -> None:
+    with pytest.raises(KeyError, match=r"no source 'depatures'.*departures, weather"):
+        FLIGHT_FEATURES.source("depatures")

@@ -295,6 +295,18 @@ def test_a_malformed_record_leaves_the_watermark_where_it_was() -> None:
     assert executor.observe("departures", {**base, "event_id": "a", "dep_ts": T0})
 
 
+def test_chunks_written_before_a_malformed_one_are_counted() -> None:
+    executor = StreamingExecutor(FLIGHT_FEATURES)
+    base = {"carrier": "AA", "origin": "JFK", "dep_delay": 10.0}
+    good = [{**base, "event_id": f"e{i}", "dep_ts": T0 + i} for i in range(3)]
+    bad = {"event_id": "x", "dep_ts": T0 + 9, "carrier": "AA", "origin": "JFK"}
+    with pytest.raises(KeyError, match="dep_delay"):
+        executor.observe_many("departures", [*good, bad], chunk=2)
+    # The first chunk (two events) is in the store and the watermark moved: the counter says so.
+    assert executor.accepted["departures"] == 2
+    assert executor.watermarks["departures"] == T0 + 1
+
+
 def test_state_older_than_retention_is_evicted_and_duplicates_are_idempotent() -> None:
     store = EmbeddedStore()
     executor = StreamingExecutor(FLIGHT_FEATURES, store)
