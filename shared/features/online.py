@@ -147,4 +147,12 @@ def _time(request: Mapping[str, Any], name: str) -> int:
     value = _field(request, name)
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise RequestError(name, f"expected epoch seconds (a number), got {type(value).__name__}")
+    # NaN, infinities and integers past int64 have no time (every comparison with NaN is False);
+    # int() would raise on them, or numpy overflow later.
+    if not _INT64_MIN <= value < _INT64_END:
+        got = f"an integer of {int(value).bit_length()} bits" if isinstance(value, int) else f"{value:g}"
+        raise RequestError(name, f"expected epoch seconds (a finite number within int64), got {got}")
     return int(value)
+
+
+_INT64_MIN, _INT64_END = -(2**63), 2**63

@@ -225,25 +225,23 @@ class Registry:
         if not manifest.exists():
             known = ", ".join(self.names()) or "none; run `mlpatterns train`"
             raise UnknownVersion(f"no model version {version!r} in {self.root} (known: {known})")
-        data = json.loads(manifest.read_text())
+        try:
+            data = json.loads(manifest.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise IntegrityError(f"{manifest}: not a readable manifest ({exc}); refusing it") from None
+        if not isinstance(data, dict):
+            raise IntegrityError(f"{manifest}: a manifest is a JSON object, got {type(data).__name__}")
         if data.get("version") != version:
             # A copied or edited directory: serving it would report one version and run another.
             raise IntegrityError(
                 f"{manifest.parent}: the manifest says version {data.get('version')!r} but the "
                 f"directory is {version}; refusing to load it (copied or tampered with)"
             )
+        missing = [key for key in _MANIFEST_KEYS if key not in data]
+        if missing:
+            raise IntegrityError(f"{manifest}: the manifest lacks {', '.join(missing)}; refusing to load it")
         return ModelVersion(
-            version=data["version"],
-            path=manifest.parent,
-            created=data["created"],
-            feature_set=data["feature_set"],
-            feature_fingerprint=data["feature_fingerprint"],
-            feature_names=data["feature_names"],
-            training=data["training"],
-            metrics=data["metrics"],
-            data_fingerprint=data["data_fingerprint"],
-            artifacts=data["artifacts"],
-            extra=data.get("extra", {}),
+            path=manifest.parent, extra=data.get("extra", {}), **{key: data[key] for key in _MANIFEST_KEYS}
         )
 
     def latest(self) -> ModelVersion:
@@ -252,6 +250,19 @@ class Registry:
         if not names:
             raise UnknownVersion(f"the registry at {self.root} is empty: run `mlpatterns train` first")
         return self.get(names[-1])
+
+
+_MANIFEST_KEYS = (
+    "version",
+    "created",
+    "feature_set",
+    "feature_fingerprint",
+    "feature_names",
+    "training",
+    "metrics",
+    "data_fingerprint",
+    "artifacts",
+)
 
 
 def _number(name: str) -> int:

@@ -35,15 +35,19 @@ def test_train_then_show_prints_metrics_and_verified_checksums(tmp_path: Path) -
     registry = tmp_path / "registry"
     shutil.copytree(registry / "v1", registry / "v3")
     shutil.copytree(registry / "v1", registry / "v1.bak")  # not a version name: not listed
+    shutil.copytree(registry / "v1", registry / "v4")
+    (registry / "v4" / "manifest.json").write_text('{"version": "v4", "crea')  # a truncated write
     copied = _mlpatterns("models", "show", "v3", home=tmp_path)
     assert copied.returncode == 1
     assert "manifest says version 'v1' but the directory is v3" in copied.stderr
     listed = _mlpatterns("models", "list", home=tmp_path)
     assert listed.returncode == 1
     rows = listed.stdout.splitlines()[1:]
-    assert [row.split()[0] for row in rows] == ["v1", "v3"]
+    assert [row.split()[0] for row in rows] == ["v1", "v3", "v4"]
     assert rows[1].startswith("v3       CORRUPTED: ")
+    assert rows[2].startswith("v4       CORRUPTED: ") and "not a readable manifest" in rows[2]
     shutil.rmtree(registry / "v3")
+    shutil.rmtree(registry / "v4")
 
     model = tmp_path / "registry" / "v1" / "model.onnx"
     model.write_bytes(model.read_bytes()[:-1] + b"\x00")

@@ -121,6 +121,31 @@ def test_a_copied_version_whose_manifest_names_another_is_refused(private: Regis
     assert private.names() == ["v1", "v7"]
 
 
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda text: text[: len(text) // 2], "not a readable manifest"),  # a truncated write
+        (lambda text: "\udcff", "not a readable manifest"),  # not UTF-8
+        (lambda text: "[1, 2]", "a manifest is a JSON object, got list"),
+        (
+            lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "artifacts"}),
+            "lacks artifacts",
+        ),
+    ],
+    ids=["truncated", "not-utf8", "not-an-object", "missing-key"],
+)
+def test_a_damaged_manifest_is_an_integrity_error_and_the_others_still_load(
+    private: Registry, damage, message: str
+) -> None:
+    _copy_version(private.root, "v1", "v2", claims="v2")
+    manifest = private.root / "v2" / "manifest.json"
+    manifest.write_bytes(damage(manifest.read_text()).encode("utf-8", "surrogateescape"))
+    with pytest.raises(IntegrityError, match=message):
+        private.get("v2")
+    assert private.names() == ["v1", "v2"]  # still listed (as damaged), and v1 still loads
+    assert private.get("v1").version == "v1"
+
+
 def test_only_version_named_directories_are_listed(private: Registry) -> None:
     _copy_version(private.root, "v1", "v1.bak")
     _copy_version(private.root, "v1", "v1-old", claims="v1-old")
