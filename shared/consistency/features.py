@@ -89,7 +89,7 @@ def check_features(
         + ")"
     )
     for j, name in enumerate(fs.names):
-        finding, data = _compare(name, served[:, j], offline[:, j], logged[:, j], rows, limits)
+        finding, data = _compare(name, served[:, j], offline[:, j], logged[:, j], rows, limits, fs)
         result.findings.append(finding)
         result.plot_data[name] = data
     if recompute_predictions:
@@ -146,6 +146,7 @@ def _compare(
     logged: np.ndarray,
     rows: Sequence[Mapping[str, Any]],
     limits: Thresholds,
+    fs: FeatureSet,
 ) -> tuple[Finding, dict[str, Any]]:
     tol = limits.feature(name)
     bad = ~_matches(served, offline, tol["abs_tol"], tol["rel_tol"]) | ~logged
@@ -165,8 +166,9 @@ def _compare(
         {
             "request_id": rows[i].get("request_id"),
             "pattern": rows[i].get("pattern"),
-            "key": "{carrier}{flight} {origin}->{dest}".format_map(rows[i]["request"]),
-            "sched_ts": rows[i]["request"].get("sched_ts"),
+            # What state is looked up by (for flights: carrier and origin), whatever the feature set.
+            "keys": {c: rows[i]["request"].get(c) for s in fs.sources for c in s.key_columns},
+            fs.request_time: rows[i]["request"].get(fs.request_time),
             "served": float(served[i]),
             "offline": float(offline[i]),
         }

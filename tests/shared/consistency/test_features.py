@@ -7,10 +7,12 @@ a lagging stream), or from the clean features transformed the way a buggy path w
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from shared.consistency import check_features, load_records
 from shared.example.flights import FLIGHT_FEATURES
+from shared.features import EventSource, FeatureSet, WindowFeature
 
 NAMES = FLIGHT_FEATURES.names
 WINDOW_FEATURES = [n for n in NAMES if "_dep_" in n]
@@ -50,6 +52,26 @@ def test_unit_change_in_one_feature_is_flagged_with_its_ratio(world, serve, last
     assert "1.609" in distance.message
     example = distance.examples[0]
     assert np.isclose(example["served"], example["offline"] * 1.609344)
+    request = next(r["request"] for r in load_records() if r["request_id"] == example["request_id"])
+    assert example["keys"] == {"carrier": request["carrier"], "origin": request["origin"]}
+    assert example["sched_ts"] == request["sched_ts"]
+
+
+def test_examples_of_a_custom_feature_set_name_its_own_keys() -> None:
+    """No flight field is assumed: a feature set keyed by ``k`` labels its examples by ``k``."""
+    source = EventSource("ev", "ts", ("k",), ("v",))
+    fs = FeatureSet("toy", "rt", (source,), (WindowFeature("n", "ev", "k", "v", "count", 600),), ("rt", "k"))
+    events = pd.DataFrame({"event_id": ["a", "b"], "ts": [100, 200], "k": "x", "v": 1.0})
+    records = [
+        {"request_id": "r1", "request": {"rt": 500, "k": "x"}, "features": {"n": 2.0}},
+        {"request_id": "r2", "request": {"rt": 500, "k": "x"}, "features": {"n": 3.0}},  # skewed
+    ]
+    result = check_features(records, feature_set=fs, sources={"ev": events}, recompute_predictions=False)
+    finding = result.finding("n")
+    assert finding.metrics["mismatches"] == 1
+    assert finding.examples == [
+        {"request_id": "r2", "pattern": None, "keys": {"k": "x"}, "rt": 500, "served": 3.0, "offline": 2.0}
+    ]
 
 
 def test_window_that_sees_the_future_is_flagged(world, serve, last_days) -> None:  # type: ignore[no-untyped-def]
