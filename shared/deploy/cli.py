@@ -237,7 +237,13 @@ def build_commands(
 
     @click.command("status")
     @click.argument("pattern")
-    @click.option("--events", type=int, default=10, show_default=True, help="How many audit events to show.")
+    @click.option(
+        "--events",
+        type=click.IntRange(min=0),
+        default=10,
+        show_default=True,
+        help="How many audit events to show.",
+    )
     @state_opt
     def status(pattern: str, events: int, state: str | None) -> None:
         """Show PATTERN's slots (version, state, traffic share), the live pointer, the last gate

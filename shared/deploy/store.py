@@ -47,7 +47,7 @@ class StateStore(ABC):
 
     @abstractmethod
     def audit(self, target: str, limit: int = 20) -> list[AuditEvent]:
-        """The last ``limit`` audit events of ``target``, oldest first."""
+        """The last ``limit`` audit events of ``target``, oldest first (none when ``limit <= 0``)."""
 
     @abstractmethod
     def targets(self) -> list[str]:
@@ -117,6 +117,8 @@ class SQLiteStore(StateStore):
         db.execute("COMMIT")
 
     def audit(self, target: str, limit: int = 20) -> list[AuditEvent]:
+        if limit <= 0:  # SQLite reads LIMIT -1 as "no limit"
+            return []
         rows = self._db.execute(
             "SELECT doc FROM deploy_audit WHERE target = ? ORDER BY id DESC LIMIT ?", (target, limit)
         ).fetchall()
@@ -165,6 +167,8 @@ class RedisStore(StateStore):
                 raise ConflictError(f"{state.target}: changed while committing") from exc
 
     def audit(self, target: str, limit: int = 20) -> list[AuditEvent]:
+        if limit <= 0:  # LRANGE -0 -1 would be the whole list
+            return []
         rows = self._redis.lrange(self._key("audit", target), -limit, -1)
         return [AuditEvent(**json.loads(r)) for r in rows]
 

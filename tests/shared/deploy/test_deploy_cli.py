@@ -52,6 +52,8 @@ def test_deploy_canary_then_status_table(run) -> None:  # type: ignore[no-untype
     assert any(line.split()[:5] == ["green", "v2", "live", "<-", "live"] for line in lines)
     assert "last 3 audit events:" in status
     assert any(line.split()[:3] == ["bake", "25%", "guardrails"] for line in lines)
+    negative = run("status", "inprocess", "--events", "-1")
+    assert negative.exit_code == 2 and "'--events'" in negative.output and "-1" in negative.output
     # what status shows is what the store holds
     store = SQLiteStore(run.state)
     assert store.load("inprocess").live_version == "v2"

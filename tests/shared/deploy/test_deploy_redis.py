@@ -42,6 +42,18 @@ def test_commit_load_audit_and_compare_and_set(redis_url: str) -> None:
     store.close()
 
 
+def test_both_stores_return_the_same_last_events_for_any_limit(redis_url: str, tmp_path: Path) -> None:
+    stores = [RedisStore(redis_url, prefix=_prefix()), open_store(tmp_path / "state.sqlite")]
+    for store in stores:
+        state = store.load("x")
+        for reason in ("a", "b", "c"):
+            state = store.commit(state, [AuditEvent("x", "note", reason)])
+    expected = {-5: [], -1: [], 0: [], 1: ["c"], 2: ["b", "c"], 3: ["a", "b", "c"], 9: ["a", "b", "c"]}
+    for store in stores:
+        assert {n: [e.reason for e in store.audit("x", n)] for n in expected} == expected, store
+        store.close()
+
+
 def test_open_store_picks_redis_for_redis_urls(redis_url: str) -> None:
     store = open_store(redis_url)
     assert isinstance(store, RedisStore)
