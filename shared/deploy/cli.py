@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -200,7 +199,7 @@ def build_commands(
         store = _open(state)
         progress = _BakeProgress(plan)
         try:
-            deployer = Deployer.for_target(target, store, sleep=progress.sleep, on_event=_echo_event)
+            deployer = Deployer.for_target(target, store, on_bake=progress.advance, on_event=_echo_event)
             click.echo(f"deploying {version} to {pattern} ({plan.name}, bake {bake:g}s per step)")
             try:
                 result = deployer.deploy(target.models(version), plan, force=force)
@@ -259,18 +258,18 @@ def build_commands(
 
 
 class _BakeProgress:
-    """A sleep that advances a tqdm bar over the total bake time; no bar when stderr is not a tty."""
+    """A tqdm bar over the total bake time, advanced by the bake's waits; no bar when stderr is
+    not a tty."""
 
     def __init__(self, plan: Strategy) -> None:
         self._total = plan.bake_s * len(plan.steps)
         self._bar: Any = None
 
-    def sleep(self, seconds: float) -> None:
+    def advance(self, seconds: float) -> None:
         if self._bar is None and self._total > 0:
             from tqdm import tqdm
 
             self._bar = tqdm(total=self._total, unit="s", desc="bake", leave=False, disable=None)
-        time.sleep(seconds)
         if self._bar is not None:
             self._bar.update(min(seconds, max(0.0, self._total - self._bar.n)))
 

@@ -90,6 +90,7 @@ class Deployer:
         sleep: Callable[[float], None] = time.sleep,
         on_event: Callable[[AuditEvent], None] | None = None,
         models: Callable[[str], ModelCard] | None = None,
+        on_bake: Callable[[float], None] | None = None,
     ) -> None:
         self.target = target
         self.switch = switch
@@ -100,6 +101,8 @@ class Deployer:
         self._sleep = sleep
         self._on_event = on_event  # called with each audit event once it is durable (CLI progress)
         self._models = models  # version -> card, for the live version's decision threshold
+        # Called with each wait of the bake (not of the gates' polling): what a progress bar counts.
+        self._on_bake = on_bake
         self._events: list[AuditEvent] = []
 
     @classmethod
@@ -262,7 +265,10 @@ class Deployer:
             if failed is not None or self._clock() >= end:
                 st.gates.extend(results)  # only the last evaluation of each step is kept
                 return failed
-            self._sleep(min(strategy.poll_s, max(0.0, end - self._clock())))
+            wait = min(strategy.poll_s, max(0.0, end - self._clock()))
+            self._sleep(wait)
+            if self._on_bake is not None:
+                self._on_bake(wait)
             if self.store.load(self.target).deployment != st.deployment:
                 raise _Aborted
 

@@ -49,6 +49,24 @@ def test_first_deploy_goes_live_in_blue(world: World) -> None:
     assert gates[("shadow", "shadow")] == "skip"  # nothing live to compare with yet
 
 
+def test_on_bake_counts_the_bake_waits_only(world: World) -> None:
+    """A progress bar fed by ``on_bake`` ends at the plan's bake time: the readiness and shadow
+    gates' polling (which sleeps too) is not counted."""
+    assert world.deploy("v1").ok
+    waits: list[float] = []
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        world.clock.sleep(seconds)
+
+    deployer = Deployer("t", world.switch, world.store, FP, world.gates, world.clock.now, sleep,
+                        models=model, on_bake=waits.append)  # fmt: skip
+    assert deployer.deploy(model("v2"), CANARY).ok
+    assert sum(waits) == CANARY.bake_s * len(CANARY.steps)
+    assert sum(slept) > sum(waits)  # the shadow gate waited for mirrored pairs as well
+
+
 def test_canary_walks_the_steps_then_keeps_previous_on_standby(world: World) -> None:
     assert world.deploy("v1").ok
     result = world.deploy("v2", CANARY)
