@@ -26,6 +26,7 @@ __all__ = [
     "GoldenSetGate",
     "GuardrailGate",
     "ModelCard",
+    "Phase",
     "ReadinessGate",
     "ShadowGate",
     "check_fingerprint",

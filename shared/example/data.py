@@ -27,7 +27,6 @@ __all__ = [
     "frame_fingerprint",
     "load_flights",
     "load_weather",
-    "weather_events",
 ]
 
 #: A flight counts as delayed when it leaves this many minutes late or more, or is cancelled.
@@ -154,11 +153,6 @@ def load_weather() -> pd.DataFrame:
 
     ``obs_ts`` is when the report was known: minute 51 of its hour (``WEATHER_REPORT_MINUTE``)."""
     return _weather_cached().copy()
-
-
-def weather_events() -> pd.DataFrame:
-    """The weather table as the event source ``weather`` of the feature set."""
-    return load_weather()
 
 
 def departures(flights: pd.DataFrame) -> pd.DataFrame:

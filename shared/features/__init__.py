@@ -2,6 +2,7 @@
 
 from shared.features.definitions import (
     AsOfFeature,
+    Columns,
     EventSource,
     Feature,
     FeatureSet,
@@ -16,6 +17,7 @@ from shared.features.streaming import StreamingExecutor
 
 __all__ = [
     "AsOfFeature",
+    "Columns",
     "EmbeddedStore",
     "Event",
     "EventSource",

@@ -34,6 +34,7 @@ import numpy as np
 
 __all__ = [
     "AsOfFeature",
+    "Columns",
     "EventSource",
     "Feature",
     "FeatureSet",
@@ -58,6 +59,7 @@ def _vocabulary_index(vocabulary: tuple[str, ...]) -> dict[str, float]:
     return {v: float(i) for i, v in enumerate(vocabulary)}
 
 
+#: What a ``RowFeature``'s function receives: the request columns by name, one array each.
 Columns = Mapping[str, np.ndarray]
 Dtype = Literal["int64", "float64", "category"]
 
