@@ -184,9 +184,14 @@ def test_streaming_into_redis_with_evictions_equals_offline(redis_server, deps, 
 # The awkward cases the stores handle and the example data never has: fractional and NaN delays
 # (summed one by one instead of by running totals), exact redeliveries (counted once), missing keys
 # (None, named "None" by the stores), and events of equal time whose ids are prefixes of each other
-# ("1" and "10": the stores order them by member text, "10|..." before "1|...").
+# ("1" and "10": the stores order them by member text, "10|..." before "1|..."), tenths of equal time
+# (whose float sum depends on that order), and events re-sent later at a later time (the stores move
+# them there).
 awkward_delay = st.one_of(
-    st.integers(-30, 600).map(float), st.integers(-120, 2400).map(lambda q: q / 4), st.just(float("nan"))
+    st.integers(-30, 600).map(float),
+    st.integers(-120, 2400).map(lambda q: q / 4),
+    st.integers(-300, 6000).map(lambda d: d / 10),
+    st.just(float("nan")),
 )
 awkward_departure = st.fixed_dictionaries(
     {
@@ -195,6 +200,7 @@ awkward_departure = st.fixed_dictionaries(
         "origin": origins,
         "dep_delay": awkward_delay,
         "copies": st.integers(1, 2),
+        "resent_after": st.sampled_from([None, 1800, 7200]),
     }
 )
 awkward_weather = st.fixed_dictionaries(
@@ -222,6 +228,11 @@ awkward_request = st.fixed_dictionaries(
 )
 def test_offline_reads_awkward_events_as_the_stores_do(redis_server, deps, wx, reqs) -> None:
     rows = [{"event_id": str(i), **d} for i, d in enumerate(deps) for _ in range(d["copies"])]
+    rows += [
+        {"event_id": str(i), **d, "dep_ts": d["dep_ts"] + d["resent_after"]}
+        for i, d in enumerate(deps)
+        if d["resent_after"] is not None
+    ]
     dep_df = pd.DataFrame(rows, columns=["event_id", "dep_ts", "carrier", "origin", "dep_delay"])
     wx_rows = [
         {
@@ -250,6 +261,33 @@ def test_offline_reads_awkward_events_as_the_stores_do(redis_server, deps, wx, r
             )
     finally:
         redis_store.clear()
+
+
+def test_tenths_of_equal_time_sum_in_the_stores_order() -> None:
+    """0.1 + 0.2 + 0.3 and 0.3 + 0.2 + 0.1 are different doubles: the offline executor sums events of
+    equal time in member order, as the stores do, whatever the order of the table."""
+    base = {"dep_ts": T0, "carrier": "AA", "origin": "JFK"}
+    deps = pd.DataFrame(
+        [{**base, "event_id": i, "dep_delay": v} for i, v in zip("cba", (0.1, 0.2, 0.3), strict=True)]
+    )
+    _, _, req_df = _frames(
+        [],
+        [],
+        [
+            {
+                "sched_ts": T0 + 600 + FLIGHT_FEATURES.lead_seconds,
+                "carrier": "AA",
+                "origin": "JFK",
+                "dest": "ATL",
+            }
+        ],
+    )
+    weather = pd.DataFrame(columns=["event_id", "obs_ts", "origin", *WEATHER_FIELDS])
+    offline = OfflineExecutor(FLIGHT_FEATURES).compute(req_df, {"departures": deps, "weather": weather})
+    executor = StreamingExecutor(FLIGHT_FEATURES)
+    executor.observe_many("departures", deps)
+    online = executor.features(req_df.iloc[0].to_dict())
+    assert offline["carrier_dep_delay_1h"].iloc[0] == online["carrier_dep_delay_1h"] == (0.3 + 0.2 + 0.1) / 3
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> str:
