@@ -52,10 +52,10 @@ def example(version: str | None) -> tuple[str, str, list[dict[str, Any]]]:
     The bodies are the real flights scheduled in the hour before ``CUTOFF``. An empty registry
     gets a model trained on January first (about a minute).
     """
-    from patterns.rest_api.loader import load_history, parse_until
+    from patterns.rest_api.loader import parse_until
     from patterns.rest_api.service import build_store
     from shared import services
-    from shared.example.data import load_flights
+    from shared.example.data import event_sources, load_flights
     from shared.example.flights import FLIGHT_FEATURES
     from shared.example.train import TrainingConfig, train
     from shared.features import StreamingExecutor
@@ -68,7 +68,8 @@ def example(version: str | None) -> tuple[str, str, list[dict[str, Any]]]:
         train(TrainingConfig(train_months=(1,), valid_months=(2,), max_iter=50), registry=registry)
     version = version or registry.latest().version
     until = parse_until(CUTOFF)
-    load_history(StreamingExecutor(FLIGHT_FEATURES, build_store("redis", redis_url, PREFIX)), until)
+    store = build_store("redis", redis_url, PREFIX)
+    StreamingExecutor(FLIGHT_FEATURES, store).observe_history(event_sources(), until)
     flights = load_flights((2,))
     near = flights[(flights["sched_ts"] >= until - 3600) & (flights["sched_ts"] < until)]
     fields = ("carrier", "flight", "origin", "dest", "distance", "sched_ts")

@@ -56,8 +56,9 @@ STAGES = ("no store", "round trip", "idle store", "free features", "features", "
 
 def _service(stage: str, version: str, redis_url: str) -> Any:
     """The service of ``stage``: the real one, with later hooks returning constants or another store."""
-    from patterns.rest_api.loader import load_history, parse_until
+    from patterns.rest_api.loader import parse_until
     from patterns.rest_api.service import FlightDelayService
+    from shared.example.data import event_sources
     from shared.example.flights import FLIGHT_FEATURES
     from shared.features import StreamingExecutor
     from shared.features.stores import LatestQuery, _read_reply
@@ -126,7 +127,8 @@ def _service(stage: str, version: str, redis_url: str) -> Any:
     store = "embedded" if stage == "embedded" else "redis"
     service = kind.from_config(version, store=store, redis_url=redis_url, redis_prefix=PREFIX, log=False)
     if store == "embedded":  # the in-process store starts empty: the same history as Redis holds
-        load_history(StreamingExecutor(service.feature_set, service.store), parse_until(CUTOFF))
+        executor = StreamingExecutor(service.feature_set, service.store)
+        executor.observe_history(event_sources(), parse_until(CUTOFF))
     return service
 
 

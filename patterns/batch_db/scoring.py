@@ -43,7 +43,7 @@ from patterns.batch_db.store import (
     RunRecord,
     prediction_table,
 )
-from shared.example.data import departures, frame_fingerprint, load_flights, load_weather
+from shared.example.data import event_sources, frame_fingerprint, load_flights
 from shared.example.flights import FLIGHT_FEATURES, ORIGINS, REQUEST_FIELDS
 from shared.features import OfflineExecutor
 from shared.predictor import Predictor
@@ -368,7 +368,7 @@ class BatchScorer:
 def _history() -> dict[str, pd.DataFrame]:
     # History comes from the departures that actually happened (never from the rows being scored),
     # so a malformed input row cannot leak into another flight's features. Read-only; cached.
-    return {"departures": departures(load_flights()), "weather": load_weather()}
+    return event_sources()
 
 
 @contextmanager

@@ -151,9 +151,9 @@ def serve(
         log=prediction_log,
     )
     if until is not None:
-        from patterns.rest_api.loader import load_history
+        from shared.example.data import event_sources
 
-        counts = load_history(StreamingExecutor(service.feature_set, service.store), until)
+        counts = StreamingExecutor(service.feature_set, service.store).observe_history(event_sources(), until)
         click.echo(f"preloaded {counts}", err=True)
     click.echo(
         f"serving {service.model_name} {service.version} (slot {slot or '-'}) on http://{host}:{port} "
@@ -245,8 +245,8 @@ def load_features(
     """
     from tqdm import tqdm
 
-    from patterns.rest_api.loader import history_events, load_history
     from patterns.rest_api.service import build_store
+    from shared.example.data import event_sources
     from shared.example.flights import FLIGHT_FEATURES
 
     until = _until(until_text, "--until")
@@ -261,7 +261,7 @@ def load_features(
         raise click.ClickException(f"Redis at {_redis_url(redis_url)} does not answer: {exc}") from None
     if clear:
         store.clear()
-    events = history_events()
+    events = event_sources()
     total = 0
     for src in FLIGHT_FEATURES.sources:
         times = events[src.name][src.time_column]
@@ -276,7 +276,7 @@ def load_features(
             bar.set_postfix_str(source)
             bar.update(n)
 
-        counts = load_history(executor, until, since, events=events, progress=progress)
+        counts = executor.observe_history(events, until, since, progress=progress)
     click.echo(
         "loaded "
         + ", ".join(f"{n:,} {s}" for s, n in counts.items())

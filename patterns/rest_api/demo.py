@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 
-from patterns.rest_api.loader import load_history
 from patterns.rest_api.service import build_store
 from shared import settings
 from shared.deploy import (
@@ -34,7 +33,7 @@ from shared.deploy import (
     SQLiteStore,
     Strategy,
 )
-from shared.example.data import load_flights
+from shared.example.data import event_sources, load_flights
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import StreamingExecutor
 
@@ -51,7 +50,7 @@ def materialise(redis_url: str, until: dt.datetime = DEMO_CUTOFF) -> int:
     hour before ``until`` exactly as the offline features would.
     """
     executor = StreamingExecutor(FLIGHT_FEATURES, build_store("redis", redis_url))
-    return sum(load_history(executor, int(until.timestamp())).values())
+    return sum(executor.observe_history(event_sources(), int(until.timestamp())).values())
 
 
 def sample_requests(until: dt.datetime = DEMO_CUTOFF, n: int | None = None) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import pandas as pd
 
 from shared.example.flights import FLIGHT_FEATURES
@@ -18,18 +17,13 @@ class History:
 
     def __init__(self, sources: Mapping[str, pd.DataFrame] | None = None) -> None:
         if sources is None:
-            from shared.example.data import departures, load_flights, load_weather
+            from shared.example.data import event_sources
 
-            sources = {"departures": departures(load_flights()), "weather": load_weather()}
+            sources = event_sources()
         self.sources = dict(sources)
 
     def bootstrap(self, cutoff: int) -> StreamingExecutor:
         """An executor holding every event with time < ``cutoff`` that a request at >= cutoff can see."""
         executor = StreamingExecutor(FLIGHT_FEATURES)
-        for src in FLIGHT_FEATURES.sources:
-            df = self.sources[src.name]
-            ts = df[src.time_column].to_numpy(np.int64)
-            keep = (ts < cutoff) & (ts >= cutoff - FLIGHT_FEATURES.retention_seconds(src.name))
-            part = df[keep].sort_values([src.time_column, src.id_column], kind="stable")
-            executor.observe_many(src.name, part)
+        executor.observe_history(self.sources, cutoff)
         return executor

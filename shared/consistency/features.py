@@ -28,9 +28,9 @@ _PLOT_SAMPLE = 3000
 
 def default_sources() -> dict[str, pd.DataFrame]:
     """The example's event tables for the whole year (what training used)."""
-    from shared.example.data import departures, load_flights, load_weather
+    from shared.example.data import event_sources
 
-    return {"departures": departures(load_flights()), "weather": load_weather()}
+    return event_sources()
 
 
 def load_records(

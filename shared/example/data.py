@@ -23,6 +23,7 @@ __all__ = [
     "check_time_split",
     "data_dir",
     "departures",
+    "event_sources",
     "flight_id",
     "frame_fingerprint",
     "load_flights",
@@ -176,6 +177,15 @@ def departures(flights: pd.DataFrame) -> pd.DataFrame:
         .sort_values(["dep_ts", "event_id"], kind="stable")
         .reset_index(drop=True)
     )
+
+
+def event_sources(flights: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """The event tables of the feature set's sources: the ``departures`` of ``flights`` (default:
+    the whole year's) and the hourly ``weather``."""
+    return {
+        "departures": departures(load_flights() if flights is None else flights),
+        "weather": load_weather(),
+    }
 
 
 def frame_fingerprint(df: pd.DataFrame) -> str:

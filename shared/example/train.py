@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shared.example.data import check_time_split, departures, frame_fingerprint, load_flights, load_weather
+from shared.example.data import check_time_split, event_sources, frame_fingerprint, load_flights
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import OfflineExecutor
 from shared.registry import ModelVersion, Registry
@@ -42,7 +42,7 @@ def feature_table(months: tuple[int, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(flights of ``months``, their offline features) for training or evaluation."""
     every_flight = load_flights()
     flights = every_flight[every_flight["month"].isin(months)].reset_index(drop=True)
-    sources = {"departures": departures(every_flight), "weather": load_weather()}
+    sources = event_sources(every_flight)
     return flights, OfflineExecutor(FLIGHT_FEATURES).compute(flights, sources)
 
 

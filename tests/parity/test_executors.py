@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from shared.consistency import replay_serving
-from shared.example.data import departures, load_flights, load_weather
+from shared.example.data import event_sources, load_flights
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import EmbeddedStore, OfflineExecutor, RedisStore
 
@@ -26,7 +26,7 @@ JANUARY_FLIGHTS = 27_004
 def january() -> tuple[pd.DataFrame, dict[str, pd.DataFrame], np.ndarray]:
     every = load_flights()
     flights = every[every["month"] == 1].reset_index(drop=True)
-    sources = {"departures": departures(every), "weather": load_weather()}
+    sources = event_sources(every)
     offline = OfflineExecutor(FLIGHT_FEATURES).compute(flights, sources).to_numpy(np.float64)
     return flights, sources, offline
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared.example.data import data_dir, departures, load_flights, load_weather
+from shared.example.data import data_dir, departures, event_sources, load_flights
 from shared.example.flights import CARRIERS, DESTS, FLIGHT_FEATURES, ORIGINS
 from shared.features import OfflineExecutor
 
@@ -152,9 +152,7 @@ def test_every_feature_of_sampled_flights_equals_the_brute_force_oracle(oracle) 
     every = load_flights()
     requests = sample[FLIGHT_KEY].merge(every, on=FLIGHT_KEY, how="left", validate="one_to_one")
     np.testing.assert_array_equal(requests["sched_ts"].to_numpy(), sample["sched"].to_numpy())
-    got = OfflineExecutor(FLIGHT_FEATURES).compute(
-        requests, {"departures": departures(every), "weather": load_weather()}
-    )
+    got = OfflineExecutor(FLIGHT_FEATURES).compute(requests, event_sources(every))
 
     failures = []
     for name in FLIGHT_FEATURES.names:

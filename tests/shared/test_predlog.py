@@ -8,18 +8,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.example.data import load_flights
+from shared.example.data import event_sources, load_flights
 from shared.example.flights import FLIGHT_FEATURES, REQUEST_FIELDS
 from shared.features import OfflineExecutor
 from shared.predlog import PredictionLog, iter_records
 
 
 def _day() -> tuple[pd.DataFrame, pd.DataFrame]:
-    from shared.example.data import departures, load_weather
 
     flights = load_flights((1,))
     day = flights[flights["day"] == 2].reset_index(drop=True)
-    sources = {"departures": departures(flights), "weather": load_weather()}
+    sources = event_sources(flights)
     return day, OfflineExecutor(FLIGHT_FEATURES).compute(day[list(REQUEST_FIELDS)], sources)
 
 

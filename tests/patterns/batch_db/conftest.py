@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 
 from patterns.batch_db.cli import batch
 from patterns.batch_db.store import Prediction, PredictionTableStore, open_store
-from shared.example.data import departures, load_flights, load_weather
+from shared.example.data import event_sources
 from shared.example.flights import FLIGHT_FEATURES, REQUEST_FIELDS
 from shared.features import OfflineExecutor
 from shared.predictor import Predictor
@@ -32,7 +32,7 @@ DAY = "2013-03-01"
 
 @lru_cache(maxsize=1)
 def _sources() -> dict[str, pd.DataFrame]:
-    return {"departures": departures(load_flights()), "weather": load_weather()}
+    return event_sources()
 
 
 def offline_features(flights: pd.DataFrame) -> pd.DataFrame:

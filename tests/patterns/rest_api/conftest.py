@@ -33,9 +33,9 @@ from typing import Any
 import httpx
 import pytest
 
-from patterns.rest_api.loader import load_history, parse_until
+from patterns.rest_api.loader import parse_until
 from patterns.rest_api.service import build_store
-from shared.example.data import load_flights
+from shared.example.data import event_sources, load_flights
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import StreamingExecutor
 from shared.registry import ModelVersion, Registry
@@ -149,7 +149,7 @@ def rest_store(redis_server: Any) -> Iterator[RestStore]:
     """Feature state replayed from history up to ``CUTOFF`` under a fresh prefix."""
     store_info = new_store(redis_server.url)
     store = build_store("redis", store_info.url, store_info.prefix)
-    load_history(StreamingExecutor(FLIGHT_FEATURES, store), parse_until(CUTOFF))
+    StreamingExecutor(FLIGHT_FEATURES, store).observe_history(event_sources(), parse_until(CUTOFF))
     yield store_info
     store.clear()
 

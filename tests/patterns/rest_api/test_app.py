@@ -13,9 +13,9 @@ import httpx
 import numpy as np
 import pytest
 
-from patterns.rest_api.loader import history_events, load_history, parse_until
+from patterns.rest_api.loader import parse_until
 from patterns.rest_api.service import build_store
-from shared.example.data import load_flights
+from shared.example.data import event_sources, load_flights
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import OfflineExecutor, StreamingExecutor
 from shared.predictor import Predictor
@@ -46,7 +46,7 @@ def test_predictions_equal_offline_features_and_onnx_for_a_day_of_flights(
     store = build_store("redis", store_info.url, store_info.prefix)
     app = start_rest_app(store_info, slot="green")
     executor = StreamingExecutor(FLIGHT_FEATURES, store)
-    events = history_events()
+    events = event_sources()
     flights = load_flights((2,))
     day = flights[flights["flight_id"].str.startswith(DAY.replace("-", ""))]
     offline = OfflineExecutor(FLIGHT_FEATURES).compute(day, events).to_numpy()
@@ -57,7 +57,7 @@ def test_predictions_equal_offline_features_and_onnx_for_a_day_of_flights(
     with httpx.Client(base_url=app.url, timeout=30) as client:
         for hour in range(24):
             lo, hi = start + hour * 3600, start + (hour + 1) * 3600
-            load_history(executor, hi, None if hour == 0 else lo, events=events)
+            executor.observe_history(events, hi, None if hour == 0 else lo)
             batch = day[(day["sched_ts"] >= lo) & (day["sched_ts"] < hi)]
             if batch.empty:
                 continue

@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from patterns.__main__ import main
-from patterns.rest_api.loader import history_events, load_history, parse_until
+from patterns.rest_api.loader import parse_until
 from patterns.rest_api.schemas import InputError, decode_flight
 from patterns.rest_api.service import FlightDelayService, build_store
-from shared.example.data import load_flights
+from shared.example.data import event_sources, load_flights
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import EmbeddedStore, OfflineExecutor, OnlineExecutor, StreamingExecutor
 from shared.predictor import Predictor
@@ -42,8 +42,8 @@ def test_service_without_a_web_framework_matches_offline(
     time is an hour earlier); one scheduled later already misses events the store has not seen."""
     until = parse_until(CUTOFF)
     store = EmbeddedStore()
-    events = history_events()
-    load_history(StreamingExecutor(FLIGHT_FEATURES, store), until, events=events)
+    events = event_sources()
+    StreamingExecutor(FLIGHT_FEATURES, store).observe_history(events, until)
     service = FlightDelayService(Predictor(rest_model, FLIGHT_FEATURES.fingerprint()), store, slot="blue")
     march = load_flights((3,))
     flights = march[(march["sched_ts"] >= until - 3600) & (march["sched_ts"] < until + 3600)]
@@ -90,10 +90,10 @@ def unix_redis() -> Iterator[str]:
 def test_a_redis_on_a_unix_socket_serves_the_same_features(unix_redis: str) -> None:
     """``build_store`` keeps a ``unix://`` URL intact (it adds timeouts to the query)."""
     until = parse_until(CUTOFF)
-    events = history_events()
+    events = event_sources()
     embedded, redis = EmbeddedStore(), build_store("redis", unix_redis)
     for store in (embedded, redis):
-        load_history(StreamingExecutor(FLIGHT_FEATURES, store), until, events=events)
+        StreamingExecutor(FLIGHT_FEATURES, store).observe_history(events, until)
     requests = [decode_flight({**row, "sched_ts": int(row["sched_ts"])}) for row in _requests(until)]
     expected = OnlineExecutor(FLIGHT_FEATURES, embedded).matrix(requests)
     online = OnlineExecutor(FLIGHT_FEATURES, redis)
@@ -210,7 +210,7 @@ def test_load_features_cli_materialises_exact_features_in_redis(
     flights = _hour_before(parse_until(CUTOFF))
     requests = flights[list(FLIGHT_FEATURES.request_fields)].to_dict("records")
     online = OnlineExecutor(FLIGHT_FEATURES, store).matrix(requests)
-    offline = OfflineExecutor(FLIGHT_FEATURES).compute(flights, history_events()).to_numpy()
+    offline = OfflineExecutor(FLIGHT_FEATURES).compute(flights, event_sources()).to_numpy()
     np.testing.assert_array_equal(online, offline)
 
 

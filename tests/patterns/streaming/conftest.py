@@ -23,7 +23,7 @@ import pytest
 from patterns.streaming.messages import Topics
 from patterns.streaming.replay import day_window
 from patterns.streaming.switch import WorkerPool
-from shared.example.data import departures, load_flights, load_weather
+from shared.example.data import event_sources, load_flights
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import OfflineExecutor
 from shared.predictor import Predictor
@@ -67,7 +67,7 @@ def day() -> tuple[int, int]:
 def offline() -> Callable[[Predictor, int, int], dict[str, tuple[float, np.ndarray]]]:
     """flight_id -> (probability, features) computed by the offline path for flights in [start, end)."""
     every = load_flights()
-    sources = {"departures": departures(every), "weather": load_weather()}
+    sources = event_sources(every)
 
     def compute(predictor: Predictor, start: int, end: int) -> dict[str, tuple[float, np.ndarray]]:
         flights = every[(every["sched_ts"] >= start) & (every["sched_ts"] < end)]

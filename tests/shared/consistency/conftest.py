@@ -20,7 +20,7 @@ import pytest
 
 from shared.consistency import replay_serving
 from shared.consistency.drift import training_features
-from shared.example.data import departures, load_flights, load_weather
+from shared.example.data import event_sources, load_flights
 from shared.example.flights import FLIGHT_FEATURES
 from shared.predictor import Predictor
 from shared.predlog import PredictionLog
@@ -51,7 +51,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, copy_registry: Callable[[Pat
     registry = copy_registry(tmp_path_factory.mktemp("consistency"))
     root, model = registry.root, registry.get("v1")
     every = load_flights()
-    sources = {"departures": departures(every), "weather": load_weather()}
+    sources = event_sources(every)
     requests = every[(every["month"] == 1) & every["day"].isin(SERVED_DAYS)].reset_index(drop=True)
     served = replay_serving(requests, sources)
     return World(root, model, sources, requests, served, training_features(model))
