@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from _plot import bar_chart
 
-from shared import settings
+from shared import services
 from shared.example import data
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import EmbeddedStore, OfflineExecutor, OnlineExecutor, RedisStore, StreamingExecutor
@@ -71,12 +71,13 @@ def main() -> None:
     cutoff = int(flights[(flights["month"] == 7) & (flights["day"] == 4)]["sched_ts"].min())
     day = flights[(flights["sched_ts"] >= cutoff) & (flights["sched_ts"] < cutoff + 3 * 3600)]
     requests = (day.to_dict("records") * (args.requests // max(len(day), 1) + 1))[: args.requests]
-    redis_store = RedisStore(settings.redis_url(), prefix="bench-features")
+    redis_url = services.get("redis").up().url  # started by the project's own scripts if not running
+    redis_store = RedisStore(redis_url, prefix="bench-features")
     redis_store.clear()
     rows = []
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url())
+    client = redis.Redis.from_url(redis_url)
     pings = []
     for _ in range(args.requests):
         start = time.perf_counter()
