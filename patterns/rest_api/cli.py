@@ -261,15 +261,11 @@ def load_features(
         raise click.ClickException(f"Redis at {_redis_url(redis_url)} does not answer: {exc}") from None
     if clear:
         store.clear()
-    events = event_sources()
-    total = 0
-    for src in FLIGHT_FEATURES.sources:
-        times = events[src.name][src.time_column]
-        lo = until - FLIGHT_FEATURES.retention_seconds(src.name) if since is None else since
-        total += int(((times >= lo) & (times < until)).sum())
     from shared.features import StreamingExecutor
 
     executor = StreamingExecutor(FLIGHT_FEATURES, store)
+    events = executor.history_window(event_sources(), until, since)
+    total = sum(len(window) for window in events.values())
     with tqdm(total=total, unit="event", desc="load-features", file=sys.stderr) as bar:
 
         def progress(source: str, n: int) -> None:

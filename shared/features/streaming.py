@@ -58,6 +58,20 @@ class StreamingExecutor:
             accepted += self._apply(source, parsed)
         return accepted
 
+    def history_window(
+        self, sources: Mapping[str, pd.DataFrame], until: int, since: int | None = None
+    ) -> dict[str, pd.DataFrame]:
+        """Per source, its events with time in ``[since, until)`` in time order: what
+        ``observe_history`` replays (``since`` defaults to ``until`` minus the source's retention)."""
+        windows: dict[str, pd.DataFrame] = {}
+        for src in self.feature_set.sources:
+            frame = sources[src.name]
+            start = until - self.feature_set.retention_seconds(src.name) if since is None else since
+            times = frame[src.time_column].to_numpy(np.int64)
+            window = frame[(times >= start) & (times < until)]
+            windows[src.name] = window.sort_values([src.time_column, src.id_column], kind="stable")
+        return windows
+
     def observe_history(
         self,
         sources: Mapping[str, pd.DataFrame],
@@ -67,27 +81,22 @@ class StreamingExecutor:
         progress: Callable[[str, int], None] | None = None,
         chunk: int = 2000,
     ) -> dict[str, int]:
-        """Replay each source's events with time in ``[since, until)`` in time order, as a stream
-        would have delivered them; returns the accepted count per source.
+        """Replay each source's ``history_window`` as a stream would have delivered it; returns the
+        accepted count per source.
 
-        ``since`` defaults to what a request at or after ``until`` can still see (``until`` minus the
-        source's retention). Call again with ``since`` = the previous ``until`` to move the state
-        forward like a stream. ``progress(source, n)`` is called after each chunk of ``n`` events.
+        By default that is what a request at or after ``until`` can still see. Call again with
+        ``since`` = the previous ``until`` to move the state forward like a stream.
+        ``progress(source, n)`` is called after each chunk of ``n`` events.
         """
         accepted: dict[str, int] = {}
-        for src in self.feature_set.sources:
-            frame = sources[src.name]
-            start = until - self.feature_set.retention_seconds(src.name) if since is None else since
-            times = frame[src.time_column].to_numpy(np.int64)
-            window = frame[(times >= start) & (times < until)]
-            window = window.sort_values([src.time_column, src.id_column], kind="stable")
+        for name, window in self.history_window(sources, until, since).items():
             count = 0
             for lo in range(0, len(window), chunk):
                 part = window.iloc[lo : lo + chunk]
-                count += self.observe_many(src.name, part)
+                count += self.observe_many(name, part)
                 if progress is not None:
-                    progress(src.name, len(part))
-            accepted[src.name] = count
+                    progress(name, len(part))
+            accepted[name] = count
         return accepted
 
     def _apply(self, source: str, events: Sequence[Event]) -> int:

@@ -27,6 +27,12 @@ def test_history_up_to_a_cutoff_gives_the_offline_features_around_it() -> None:
         times = sources[src.name][src.time_column]
         lo = UNTIL - FLIGHT_FEATURES.retention_seconds(src.name)
         assert counts[src.name] == seen[src.name] == int(((times >= lo) & (times < UNTIL)).sum()) > 0
+    windows = executor.history_window(sources, UNTIL)  # what was replayed, in time order
+    assert {name: len(window) for name, window in windows.items()} == counts
+    assert all(
+        w[s.time_column].is_monotonic_increasing
+        for s, w in zip(FLIGHT_FEATURES.sources, windows.values(), strict=True)
+    )
     # Features are read an hour (the lead) before departure: flights until UNTIL + lead are exact.
     flights = _near(load_flights((3,)), UNTIL - 3600, UNTIL + FLIGHT_FEATURES.lead_seconds)
     assert len(flights) > 50
