@@ -7,19 +7,9 @@ import pytest
 
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import EmbeddedStore, OnlineExecutor, RequestError
+from tests.shared.features.flight_requests import flight_request
 
-REQUEST = {
-    "sched_ts": 1_370_000_000,
-    "carrier": "AA",
-    "origin": "JFK",
-    "dest": "ATL",
-    "year": 2013,
-    "month": 6,
-    "day": 1,
-    "hour": 8,
-    "minute": 0,
-    "distance": 760.0,
-}
+REQUEST = flight_request(1_370_000_000)
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from shared.example.flights import FLIGHT_FEATURES, WEATHER_FIELDS
 from shared.features import EmbeddedStore, OfflineExecutor, OnlineExecutor, RedisStore, StreamingExecutor
 from shared.features.stores import Event, WindowQuery
+from tests.shared.features.flight_requests import flight_request
 
 T0 = 1_370_000_000  # June 2013
 # Shorter than the retention (25 h), so loading the online store in one go evicts nothing.
@@ -76,22 +77,7 @@ def _frames(
         for w in _one_report_per_hour(wx)
     ]
     wx_df = pd.DataFrame(wx_rows, columns=["event_id", "obs_ts", "origin", *WEATHER_FIELDS])
-    rows = []
-    for r in reqs:
-        local = pd.Timestamp(r["sched_ts"], unit="s", tz="UTC").tz_convert("America/New_York")
-        rows.append(
-            {
-                **r,
-                "year": local.year,
-                "month": local.month,
-                "day": local.day,
-                "hour": local.hour,
-                "minute": local.minute,
-                "flight": 1,
-                "distance": 500.0,
-            }
-        )
-    return dep_df, wx_df, pd.DataFrame(rows)
+    return dep_df, wx_df, pd.DataFrame([flight_request(**r) for r in reqs])
 
 
 def _replay(deps: list[dict], wx: list[dict], reqs: pd.DataFrame, executor: StreamingExecutor) -> np.ndarray:
@@ -303,20 +289,7 @@ def test_events_later_than_the_allowed_lateness_are_rejected_and_counted() -> No
     assert executor.observe("departures", {**base, "event_id": "b", "dep_ts": T0 - LATENESS})  # just in time
     assert not executor.observe("departures", {**base, "event_id": "c", "dep_ts": T0 - LATENESS - 1})
     assert executor.late_dropped["departures"] == 1
-    features = executor.features(
-        {
-            "sched_ts": T0 + 60 + FLIGHT_FEATURES.lead_seconds,
-            "carrier": "AA",
-            "origin": "JFK",
-            "dest": "ATL",
-            "year": 2013,
-            "month": 6,
-            "day": 1,
-            "hour": 8,
-            "minute": 0,
-            "distance": 1.0,
-        }
-    )
+    features = executor.features(flight_request(T0 + 60 + FLIGHT_FEATURES.lead_seconds))
     assert features["carrier_dep_count_3h"] == 2.0  # a and b, never c
 
 
