@@ -18,19 +18,13 @@ import pandas as pd
 
 from shared.consistency.config import Thresholds, load_thresholds
 from shared.consistency.report import CheckResult, Finding, Status
+from shared.example.data import event_sources
 from shared.features import FeatureSet, OfflineExecutor
 from shared.registry import FingerprintMismatch, IntegrityError, Registry
 
-__all__ = ["check_features", "default_sources", "load_records", "logged_value", "served_features"]
+__all__ = ["check_features", "load_records", "logged_value", "served_features"]
 
 _PLOT_SAMPLE = 3000
-
-
-def default_sources() -> dict[str, pd.DataFrame]:
-    """The example's event tables for the whole year (what training used)."""
-    from shared.example.data import event_sources
-
-    return event_sources()
 
 
 def load_records(
@@ -59,6 +53,7 @@ def check_features(
 ) -> CheckResult:
     """Per-feature mismatch rate between logged serving features and the offline recomputation.
 
+    ``sources`` default to the example's event tables for the whole year (what training used).
     With ``recompute_predictions`` a ``prediction`` row compares each logged prediction with the
     registry's model (the logged version) run on the logged features.
     """
@@ -78,7 +73,7 @@ def check_features(
     if not rows:
         result.not_run_reason = "no record carries the request fields needed to recompute features"
         return result
-    events = _around(requests[fs.request_time].to_numpy(np.int64), sources or default_sources(), fs)
+    events = _around(requests[fs.request_time].to_numpy(np.int64), sources or event_sources(), fs)
     offline = OfflineExecutor(fs).compute(requests, events).to_numpy(np.float64)
     served = served_features(rows, fs.names)
     logged = np.array([[n in r["features"] for n in fs.names] for r in rows], dtype=bool)
