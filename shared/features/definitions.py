@@ -26,6 +26,7 @@ import functools
 import hashlib
 import inspect
 import json
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
@@ -89,12 +90,69 @@ class RowFeature:
 
     def spec(self) -> dict[str, object]:
         # The function's source is part of the fingerprint: editing it is a new feature definition.
+        # So is what it reads from its own module (constants, helpers): changing a scale factor
+        # there changes the values as surely as editing the function.
         return {
             "kind": "row",
             "inputs": list(self.inputs),
-            "code": inspect.getsource(self.fn).strip(),
+            "code": _source(self.fn, self.name),
+            "reads": _module_reads(self.fn, self.name),
             "vocabulary": list(self.vocabulary or ()),
         }
+
+
+def _source(fn: Callable[..., object], feature: str) -> str:
+    try:
+        return inspect.getsource(fn).strip()
+    except (TypeError, OSError) as exc:  # a functools.partial, a builtin, code typed at a prompt
+        raise ValueError(
+            f"row feature {feature}: its function {fn!r} has no source to fingerprint ({exc}); "
+            "write it as a def (or lambda) in a module"
+        ) from None
+
+
+_CONSTANT = (bool, int, float, str, bytes, tuple, frozenset, type(None))
+
+
+def _module_reads(fn: Callable[..., object], feature: str) -> dict[str, str]:
+    """What ``fn`` reads besides its arguments, transitively, as text: module-level constants,
+    functions of its own module, captured (closure) values and default arguments.
+
+    Imported library code (numpy, this package) is left out: it is versioned with its package.
+    Mutable values (a dict, a list) are left out too: their value at import is no contract.
+    """
+    reads: dict[str, str] = {}
+    pending = [fn]
+    while pending:
+        current = pending.pop()
+        code = getattr(current, "__code__", None)
+        if code is None:
+            continue
+        scope: dict[str, object] = {
+            name: current.__globals__[name] for name in _names(code) if name in current.__globals__
+        }
+        cells = zip(code.co_freevars, getattr(current, "__closure__", None) or (), strict=False)
+        scope |= {f"{name} (captured)": cell.cell_contents for name, cell in cells}
+        if defaults := getattr(current, "__defaults__", None):
+            scope[f"{current.__name__} (defaults)"] = defaults
+        for name, value in sorted(scope.items()):
+            if name in reads:
+                continue
+            if inspect.isfunction(value) and value.__module__ == fn.__module__:
+                reads[name] = _source(value, feature)
+                pending.append(value)
+            elif isinstance(value, _CONSTANT):
+                reads[name] = repr(value)
+    return reads
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """Global names read by ``code`` and by the lambdas and comprehensions nested in it."""
+    found = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found |= _names(const)
+    return found
 
 
 @dataclass(frozen=True)
@@ -144,6 +202,41 @@ class WindowFeature:
 
 
 Feature = RowFeature | AsOfFeature | WindowFeature
+_DTYPES = ("int64", "float64", "category")
+_AGGS = ("count", "mean")
+
+
+def _check_feature(f: Feature, sources: Mapping[str, EventSource]) -> None:
+    """Refuse a definition the executors would compute differently, or not at all."""
+    if f.dtype not in _DTYPES:
+        raise ValueError(f"feature {f.name}: dtype must be one of {', '.join(_DTYPES)}, got {f.dtype!r}")
+    if isinstance(f, RowFeature):
+        f.spec()  # a function without source cannot be fingerprinted: say so now, not at registration
+        return
+    source = sources.get(f.source)
+    if source is None:
+        raise ValueError(f"feature {f.name} reads unknown source {f.source!r}")
+    # The stores keep an event under each of its source's key columns and only its value columns:
+    # any other column is one the offline executor could read and the online ones could not.
+    if f.key not in source.key_columns:
+        raise ValueError(
+            f"feature {f.name}: key {f.key!r} is not a key column of source {source.name} "
+            f"({', '.join(source.key_columns)})"
+        )
+    if f.value not in source.value_columns:
+        raise ValueError(
+            f"feature {f.name}: value {f.value!r} is not a value column of source {source.name} "
+            f"({', '.join(source.value_columns)})"
+        )
+    if isinstance(f, WindowFeature):
+        if f.agg not in _AGGS:
+            raise ValueError(f"feature {f.name}: agg must be one of {', '.join(_AGGS)}, got {f.agg!r}")
+        if f.window_seconds <= 0:
+            raise ValueError(f"feature {f.name}: window_seconds must be > 0, got {f.window_seconds}")
+    elif f.ttl_seconds < 0:
+        raise ValueError(f"feature {f.name}: ttl_seconds must be >= 0, got {f.ttl_seconds}")
+
+
 _Time = TypeVar("_Time", int, np.ndarray)
 
 
@@ -172,10 +265,9 @@ class FeatureSet:
             raise ValueError(f"duplicate feature names in {self.name}: {names}")
         if self.lead_seconds < 0:
             raise ValueError(f"lead_seconds must be >= 0, got {self.lead_seconds}")
-        known = {s.name for s in self.sources}
+        sources = {s.name: s for s in self.sources}
         for f in self.features:
-            if isinstance(f, AsOfFeature | WindowFeature) and f.source not in known:
-                raise ValueError(f"feature {f.name} reads unknown source {f.source!r}")
+            _check_feature(f, sources)
 
     @property
     def names(self) -> list[str]:

@@ -42,6 +42,12 @@ class Event:
     keys: tuple[tuple[str, str], ...]
     values: tuple[float, ...]
 
+    def __post_init__(self) -> None:
+        # The member string separates the id from the values with "|": an id holding one would be
+        # read back as a value (in Redis's scripts and here alike), corrupting every later read.
+        if "|" in self.event_id:
+            raise ValueError(f"event id {self.event_id!r} contains '|', which the stores use as a separator")
+
     @classmethod
     def from_record(cls, source: EventSource, record: Mapping[str, Any]) -> Event:
         """The event a raw record of ``source`` describes (time, id, keys and values by column)."""

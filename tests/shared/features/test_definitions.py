@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
+from collections.abc import Callable
 
+import numpy as np
 import pytest
 
 from shared.example.flights import FLIGHT_FEATURES
-from shared.features import FeatureSet, WindowFeature
+from shared.features import AsOfFeature, Columns, EventSource, FeatureSet, RowFeature, WindowFeature
+from shared.features.stores import Event
 
 
 def _with(index: int, **changes: object) -> FeatureSet:
@@ -45,3 +50,87 @@ def test_the_lead_is_part_of_the_definition() -> None:
 def test_an_unknown_source_name_is_a_key_error_naming_it() -> None:
     with pytest.raises(KeyError, match=r"no source 'depatures'.*departures, weather"):
         FLIGHT_FEATURES.source("depatures")
+
+
+ORDERS = EventSource("orders", "ready_ts", ("restaurant",), ("prep_minutes",), id_column="order_id")
+SCALE = 60.0
+
+
+def _minutes(c: Columns) -> np.ndarray:
+    return _scaled(c["seconds"])
+
+
+def _scaled(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64) / SCALE
+
+
+def _orders(*features: RowFeature | AsOfFeature | WindowFeature) -> FeatureSet:
+    return FeatureSet("orders", "order_ts", (ORDERS,), features, request_fields=("restaurant", "order_ts"))
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        (
+            WindowFeature("n", "orders", "zone", "prep_minutes", "count", 600),
+            "key 'zone' is not a key column",
+        ),
+        (WindowFeature("m", "orders", "restaurant", "basket", "mean", 600), "value 'basket' is not a value"),
+        (
+            WindowFeature("s", "orders", "restaurant", "prep_minutes", "sum", 600),  # type: ignore[arg-type]
+            "agg must be one of count, mean",
+        ),
+        (WindowFeature("w", "orders", "restaurant", "prep_minutes", "mean", 0), "window_seconds must be > 0"),
+        (AsOfFeature("a", "orders", "restaurant", "prep_minutes", -1), "ttl_seconds must be >= 0"),
+        (AsOfFeature("a", "orders", "restaurant", "prep_minutes", 60, "float32"), "dtype must be one of"),  # type: ignore[arg-type]
+        (AsOfFeature("a", "order", "restaurant", "prep_minutes", 60), "unknown source 'order'"),
+    ],
+)
+def test_a_definition_the_executors_cannot_agree_on_is_refused_naming_the_feature(
+    feature: WindowFeature | AsOfFeature, message: str
+) -> None:
+    """Offline reads any column of the raw events, the stores keep only key and value columns,
+    and an aggregate other than count or mean used to be computed as a mean by every executor."""
+    with pytest.raises(ValueError, match=rf"feature {feature.name}\b.*{message}"):
+        _orders(feature)
+
+
+def test_a_row_function_without_source_is_refused_when_the_set_is_built() -> None:
+    halve = functools.partial(np.multiply, 0.5)
+    with pytest.raises(ValueError, match=r"row feature half: .* no source to fingerprint"):
+        _orders(RowFeature("half", "float64", ("seconds",), halve))
+
+
+def test_what_a_row_function_reads_from_its_module_is_part_of_the_fingerprint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A constant or helper of the function's module changes the values as surely as editing the
+    function itself: the same fingerprint with other values is train/serve skew nobody refuses."""
+    built = _orders(RowFeature("minutes", "float64", ("seconds",), _minutes))
+    original = built.fingerprint()
+    reads = built.schema()[0]["reads"]
+    assert isinstance(reads, dict) and reads["SCALE"] == "60.0" and "def _scaled" in reads["_scaled"]
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "SCALE", 1.0)  # a constant the helper reads
+    assert _orders(RowFeature("minutes", "float64", ("seconds",), _minutes)).fingerprint() != original
+    monkeypatch.undo()
+    assert _orders(RowFeature("minutes", "float64", ("seconds",), _minutes)).fingerprint() == original
+
+    def by(divisor: float) -> Callable[[Columns], np.ndarray]:
+        def fn(c: Columns, offset: float = 0.0) -> np.ndarray:
+            return np.asarray(c["seconds"], dtype=np.float64) / divisor + offset
+
+        return fn
+
+    hours, minutes = (_orders(RowFeature("t", "float64", ("seconds",), by(d))) for d in (3600.0, 60.0))
+    assert hours.fingerprint() != minutes.fingerprint()  # same source text, other captured value
+
+
+def test_an_event_id_holding_the_store_separator_is_refused() -> None:
+    """The stores keep ``id|value|...``: an id "2024|1" read back its tail as a value."""
+    with pytest.raises(ValueError, match=r"'2024\|1' contains '\|'"):
+        Event.from_record(
+            ORDERS, {"ready_ts": 0, "order_id": "2024|1", "restaurant": "r", "prep_minutes": 10}
+        )
+    kept = {"ready_ts": 0, "order_id": "2024-1", "restaurant": "r", "prep_minutes": 10}
+    assert Event.from_record(ORDERS, kept).member() == "2024-1|10.0"
