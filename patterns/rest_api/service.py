@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
@@ -111,8 +111,9 @@ class _LogWriter:
     ``dropped_rows``; the thread keeps going, so serving and ``flush`` never hang on the log.
     """
 
-    def __init__(self, log: PredictionLog) -> None:
+    def __init__(self, log: PredictionLog, feature_names: Sequence[str]) -> None:
         self._log = log
+        self._names = list(feature_names)
         self._queue: queue.SimpleQueue[tuple[str, list[Prediction]] | None] = queue.SimpleQueue()
         self._done = threading.Condition()
         self._queued = 0
@@ -127,7 +128,7 @@ class _LogWriter:
         self._queue.put((model_version, rows))
 
     def _run(self) -> None:
-        names = FLIGHT_FEATURES.names
+        names = self._names
         while True:
             item = self._queue.get()
             pending: dict[str, list[Prediction]] = {}
@@ -192,6 +193,9 @@ class FlightDelayService:
         slot: str | None = None,
         model_name: str = MODEL_NAME,
     ) -> None:
+        # The same refusal as Predictor.load's, for a service built by hand around its own
+        # feature set: a model trained on other features would score this matrix as if it were its own.
+        predictor.model.check_fingerprint(feature_set.fingerprint())
         self.predictor = predictor
         self.store = store
         self.feature_set = feature_set
@@ -199,7 +203,7 @@ class FlightDelayService:
         self.slot = slot
         self.model_name = model_name
         self.feature_names = feature_set.names
-        self._log = _LogWriter(log) if log is not None else None
+        self._log = _LogWriter(log, self.feature_names) if log is not None else None
 
     @classmethod
     def from_config(
@@ -212,12 +216,14 @@ class FlightDelayService:
         registry: Registry | None = None,
         slot: str | None = None,
         log: bool = True,
-    ) -> FlightDelayService:
+        feature_set: FeatureSet = FLIGHT_FEATURES,
+    ) -> Self:
         """Load ``version`` (latest when None) with its checksum and feature fingerprint verified."""
-        predictor = Predictor.load(version, registry, running_fingerprint=FLIGHT_FEATURES.fingerprint())
+        predictor = Predictor.load(version, registry, running_fingerprint=feature_set.fingerprint())
         return cls(
             predictor,
             build_store(store, redis_url, redis_prefix),
+            feature_set=feature_set,
             log=PredictionLog("rest_api") if log else None,
             slot=slot,
         )
@@ -314,6 +320,7 @@ class FlightDelayService:
             "slot": self.slot,
             "store": type(self.store).__name__,
             "n_features": len(self.feature_names),
+            "feature_names": self.feature_names,
         }
 
     def flush_log(self, timeout: float = 10.0) -> bool:

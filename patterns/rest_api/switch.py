@@ -195,17 +195,18 @@ class RestSwitch(Switch):
             return None
         with contextlib.suppress(httpx.HTTPError, RuntimeError):
             self._admin("POST", live, "/admin/flush-log")  # the log is written by a background thread
-        names = FLIGHT_FEATURES.names
-        scores, rows = [], []
+        scores, logged = [], []
         for rec in self._new_records(since):
             if rec.get("model_version") != live_version or rec.get("prediction") is None:
                 continue
             if zlib.crc32(str(rec.get("request_id")).encode()) / 2**32 >= self.config.shadow_sample:
                 continue
-            features = rec["features"]
             scores.append(float(rec["prediction"]))
-            rows.append([np.nan if features.get(n) is None else features[n] for n in names])
-        if rows:
+            logged.append(rec["features"])
+        if logged:
+            # Rows go to the candidate in its own model's column order, whatever order the log holds.
+            names = self._admin("GET", slot, "/admin/info")["feature_names"]
+            rows = [[np.nan if f.get(n) is None else f[n] for n in names] for f in logged]
             got = self.predict(slot, np.asarray(rows, dtype=np.float32))
             self._pairs[0].extend(scores)
             self._pairs[1].extend(got.tolist())

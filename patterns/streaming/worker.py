@@ -39,7 +39,7 @@ from patterns.streaming.messages import (
     ensure_topics,
     producer,
 )
-from shared.example.flights import FLIGHT_FEATURES, REQUEST_FIELDS
+from shared.example.flights import REQUEST_FIELDS
 from shared.features import StreamingExecutor
 from shared.predictor import Predictor
 from shared.predlog import PredictionLog
@@ -106,7 +106,7 @@ class StreamWorker:
         self.max_batch = max_batch
         self.predlog = predlog
         self.stats = WorkerStats()
-        self._names = FLIGHT_FEATURES.names
+        self._names = list(predictor.model.feature_names)  # the columns the model was trained on
         self._parts: dict[Any, _Partition] = {}
         self._fresh: set[Any] = set()
         self._tp = TopicPartition

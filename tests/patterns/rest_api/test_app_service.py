@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import dataclasses
 import shutil
 import subprocess
 import tempfile
@@ -25,7 +26,7 @@ from shared.example.flights import FLIGHT_FEATURES
 from shared.features import EmbeddedStore, OfflineExecutor, OnlineExecutor, StreamingExecutor
 from shared.predictor import Predictor
 from shared.predlog import PredictionLog, iter_records
-from shared.registry import ModelVersion
+from shared.registry import FingerprintMismatch, ModelVersion, Registry
 
 CUTOFF = "2013-03-10T10:00"  # the morning clocks went forward in New York
 
@@ -180,6 +181,50 @@ def test_a_failed_prediction_log_write_drops_its_rows_and_keeps_logging(
     assert [r["request_id"] for r in iter_records("rest_api", root=tmp_path)] == ["kept"]
     service.close()
     assert [r["request_id"] for r in iter_records("rest_api", root=tmp_path)] == ["kept"]
+
+
+def test_a_service_on_its_own_feature_set_refuses_other_models_and_logs_its_own_names(
+    rest_model: ModelVersion,
+    rest_requests: list[dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A service built around another feature set (here the flight features in reverse order)
+    refuses a model trained on the flight ones, loads one registered for its own through
+    ``from_config``, and logs each row under its own feature names, in the order the model saw."""
+    reordered = dataclasses.replace(
+        FLIGHT_FEATURES, name="flight_delay_reversed", features=tuple(reversed(FLIGHT_FEATURES.features))
+    )
+    with pytest.raises(FingerprintMismatch, match="flight_delay_reversed"):
+        FlightDelayService(Predictor(rest_model), EmbeddedStore(), feature_set=reordered)
+    registry = Registry(tmp_path / "models")
+    X, y = rest_model.golden_set()
+    registry.register(
+        {"model.onnx": rest_model.artifact("model.onnx")},
+        feature_set=reordered.name,
+        feature_fingerprint=reordered.fingerprint(),
+        feature_names=reordered.names,
+        training=rest_model.training,
+        metrics=rest_model.metrics,
+        data_fingerprint=rest_model.data_fingerprint,
+        golden_inputs=X,
+        golden_outputs=y,
+    )
+    with pytest.raises(FingerprintMismatch):  # the default feature set is still the flight one
+        FlightDelayService.from_config(store="embedded", registry=registry, log=False)
+    monkeypatch.setenv("MLPATTERNS_HOME", str(tmp_path))  # where from_config's prediction log goes
+    service = FlightDelayService.from_config(store="embedded", registry=registry, feature_set=reordered)
+    requests = [decode_flight(r) for r in rest_requests[:5]]
+    matrix = service.features(requests)
+    service.score(requests, [f"r{i}" for i in range(5)])
+    assert service.flush_log(timeout=5)
+    records = list(iter_records("rest_api"))
+    assert [r["request_id"] for r in records] == [f"r{i}" for i in range(5)]
+    for record, row in zip(records, matrix, strict=True):
+        assert list(record["features"]) == reordered.names
+        logged = [np.nan if v is None else v for v in record["features"].values()]
+        np.testing.assert_array_equal(logged, row)
+    service.close()
 
 
 def test_decoder_names_the_field_in_a_batch() -> None:
