@@ -39,7 +39,6 @@ from patterns.rest_api.batching import MicroBatcher
 from patterns.rest_api.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from patterns.rest_api.schemas import (
     MAX_BATCH,
-    PREDICT_BODY_DOC,
     BatchResponse,
     InputError,
     PredictResponse,
@@ -113,11 +112,7 @@ def create_app(
     app = FastAPI(
         title=title,
         version=service.version,
-        description=(
-            "Predicts whether a scheduled New York flight leaves 15 minutes late or more, from the raw "
-            "flight fields plus online features read from the feature store. Unknown carrier and "
-            "airport codes are accepted and encoded -1. Also speaks the Open Inference Protocol (V2)."
-        ),
+        description=service.description + " Also speaks the Open Inference Protocol (V2).",
         lifespan=lifespan,
     )
     app.state.service = service
@@ -195,7 +190,7 @@ def create_app(
     @app.post(
         "/predict",
         tags=["predict"],
-        openapi_extra=PREDICT_BODY_DOC,
+        openapi_extra=dict(service.predict_body_doc),
         responses={200: {"model": PredictResponse | BatchResponse}, 422: {"description": "bad field"}},
     )
     async def predict(request: Request) -> Response:

@@ -21,13 +21,13 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 import redis
 
-from patterns.rest_api.schemas import InputError, decode_flight
+from patterns.rest_api.schemas import FIELDS, PREDICT_BODY_DOC, FlightField, InputError, decode_flight
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import (
     EmbeddedStore,
@@ -182,6 +182,22 @@ class _LogWriter:
 
 class FlightDelayService:
     """Scores flights on the fly with online features and an ONNX model; framework-free."""
+
+    # The request contract. A service on other requests overrides these with ``decode_request``:
+    # the V2 endpoint accepts exactly ``input_fields`` as its input tensors and lists them in its
+    # metadata, and the OpenAPI document at /docs describes the app and the body of /predict.
+    input_fields: ClassVar[tuple[FlightField, ...]] = FIELDS
+    input_notes: ClassVar[Mapping[str, str]] = {
+        # Not every input is needed: the scheduled departure has three equivalent forms.
+        "required_inputs": "carrier, flight, origin, dest, distance",
+        "departure_inputs": "scheduled_departure | sched_ts | year, month, day, hour, minute",
+    }
+    description: ClassVar[str] = (
+        "Predicts whether a scheduled New York flight leaves 15 minutes late or more, from the raw "
+        "flight fields plus online features read from the feature store. Unknown carrier and "
+        "airport codes are accepted and encoded -1."
+    )
+    predict_body_doc: ClassVar[Mapping[str, Any]] = PREDICT_BODY_DOC
 
     def __init__(
         self,

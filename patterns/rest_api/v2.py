@@ -1,7 +1,7 @@
 """Open Inference Protocol (V2, REST) adapter for ``FlightDelayService``, framework-free.
 
-Tabular convention: one input tensor per raw request field (``carrier`` BYTES, ``distance`` FP64,
-``sched_ts`` INT64, ...), each of shape ``[n]`` or ``[n, 1]`` with one element per flight; the
+Tabular convention: one input tensor per raw request field of the service's ``input_fields``
+(``carrier`` BYTES, ``distance`` FP64, ``sched_ts`` INT64, ...), each of shape ``[n]`` or ``[n, 1]`` with one element per flight; the
 output ``probability`` is FP64 ``[n]``. The same three ways to give the scheduled departure as the
 JSON endpoint apply (``scheduled_departure``, ``sched_ts`` or the five local fields), and every row
 goes through the same ``decode_request`` hook, so both endpoints accept and refuse the same flights.
@@ -16,13 +16,13 @@ length and then the bytes (UTF-8 here). The output comes back binary when the re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
-from patterns.rest_api.schemas import FIELDS, InputError
+from patterns.rest_api.schemas import FlightField, InputError
 from patterns.rest_api.service import FlightDelayService, Prediction
 
 __all__ = [
@@ -55,7 +55,6 @@ _BINARY_DTYPES = {
     "FP32": "<f4",
     "FP64": "<f8",
 }
-_SPECS = {f.name: f for f in FIELDS}
 _INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 _ACCEPTED = {"str": frozenset({"BYTES"}), "int": _INT_TYPES, "float": _INT_TYPES | _FLOAT_TYPES}
@@ -88,13 +87,9 @@ def model_metadata(service: FlightDelayService) -> dict[str, Any]:
         "name": service.model_name,
         "versions": [service.version],
         "platform": "onnxruntime_onnx",
-        "inputs": [{"name": f.name, "datatype": f.v2_datatype, "shape": [-1]} for f in FIELDS],
+        "inputs": [{"name": f.name, "datatype": f.v2_datatype, "shape": [-1]} for f in service.input_fields],
         "outputs": [{"name": "probability", "datatype": "FP64", "shape": [-1]}],
-        # Not every input is needed: the scheduled departure has three equivalent forms.
-        "parameters": {
-            "required_inputs": "carrier, flight, origin, dest, distance",
-            "departure_inputs": "scheduled_departure | sched_ts | year, month, day, hour, minute",
-        },
+        "parameters": dict(service.input_notes),
     }
 
 
@@ -185,16 +180,18 @@ def _binary_size(spec: dict[str, Any], name: str) -> int | None:
     return size
 
 
-def _tensor(spec: Any, index: int, binary: _BinaryData) -> tuple[str, list[Any]]:
+def _tensor(
+    spec: Any, index: int, binary: _BinaryData, fields: Mapping[str, FlightField]
+) -> tuple[str, list[Any]]:
     where = f"inputs[{index}]"
     if not isinstance(spec, dict):
         raise V2Error(f"{where}: expected an object with name, shape, datatype and data")
     name = spec.get("name")
     if not isinstance(name, str):
         raise V2Error(f"{where}: 'name' must be a string")
-    if name not in _SPECS:
-        raise V2Error(f"input '{name}': unknown input; expected some of {', '.join(_SPECS)}")
-    field = _SPECS[name]
+    if name not in fields:
+        raise V2Error(f"input '{name}': unknown input; expected some of {', '.join(fields)}")
+    field = fields[name]
     datatype, shape, data = spec.get("datatype"), spec.get("shape"), spec.get("data")
     if datatype not in _ACCEPTED[field.kind]:
         raise V2Error(f"input '{name}': datatype {datatype!r} not accepted; expected {field.v2_datatype}")
@@ -243,8 +240,9 @@ def decode_infer(service: FlightDelayService, body: Any, binary_data: bytes = b"
         raise V2Error("'inputs' must be a non-empty array")
     binary = _BinaryData(binary_data)
     columns: dict[str, list[Any]] = {}
+    fields = {f.name: f for f in service.input_fields}
     for i, spec in enumerate(inputs):
-        name, values = _tensor(spec, i, binary)
+        name, values = _tensor(spec, i, binary, fields)
         if name in columns:
             raise V2Error(f"input '{name}': given twice")
         columns[name] = values

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
+
+from patterns.rest_api.app import create_app
+from patterns.rest_api.loader import parse_until
+from patterns.rest_api.schemas import FIELDS, FlightField
+from patterns.rest_api.service import FlightDelayService
+from shared.example.data import event_sources
+from shared.example.flights import FLIGHT_FEATURES
+from shared.features import EmbeddedStore, StreamingExecutor
+from shared.predictor import Predictor
+from shared.registry import ModelVersion
+from tests.patterns.rest_api.conftest import CUTOFF
 
 RestApp = Any
 MODEL = "flight_delay"
@@ -298,3 +310,58 @@ def test_v2_infer_counts_in_metrics(rest_app: RestApp, rest_requests: list[dict[
     assert r.status_code == 200, r.text
     after = [_metric(rest_app, n) for n in names]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 3]  # one request, three rows
+
+
+class _CodedFlights(FlightDelayService):
+    """A service on other requests: the flight named by one code ("UA1545"), not carrier and number."""
+
+    input_fields = (
+        FlightField(
+            "flight_code", "str", "BYTES", "Carrier and flight number, e.g. UA1545.", example="UA1545"
+        ),
+        *(f for f in FIELDS if f.name not in ("carrier", "flight")),
+    )
+    input_notes: ClassVar[Mapping[str, str]] = {"required_inputs": "flight_code, origin, dest, distance"}
+    description = "Delays by flight code."
+
+    def decode_request(self, payload: Any, where: str = "") -> dict[str, Any]:
+        if isinstance(payload, dict) and isinstance(payload.get("flight_code"), str):
+            code = payload.pop("flight_code")
+            payload |= {"carrier": code[:2], "flight": int(code[2:])}
+        return super().decode_request(payload, where)
+
+
+def test_a_service_on_other_requests_speaks_v2_and_documents_its_own_inputs(
+    rest_model: ModelVersion, rest_requests: list[dict[str, Any]]
+) -> None:
+    """The V2 endpoint takes the service's ``input_fields`` (not the flight table) as its tensors,
+    lists them in the model metadata, and the OpenAPI document carries the service's description."""
+    store = EmbeddedStore()
+    StreamingExecutor(FLIGHT_FEATURES, store).observe_history(event_sources(), parse_until(CUTOFF))
+    plain = FlightDelayService(Predictor(rest_model), store)
+    coded = _CodedFlights(Predictor(rest_model), store)
+    flights = rest_requests[:8]
+    columns = {
+        "flight_code": ("BYTES", [f"{r['carrier']}{r['flight']}" for r in flights]),
+        **{k: (_COLUMNS[k][0], [r[k] for r in flights]) for k in ("origin", "dest", "distance", "sched_ts")},
+    }
+    body = {
+        "inputs": [{"name": k, "datatype": t, "shape": [len(v)], "data": v} for k, (t, v) in columns.items()]
+    }
+    with TestClient(create_app(coded)) as client:
+        answer = client.post(f"/v2/models/{MODEL}/infer", json=body)
+        assert answer.status_code == 200, answer.text
+        expected = [plain.handle(dict(r))["probability"] for r in flights]
+        assert answer.json()["outputs"][0]["data"] == expected
+        meta = client.get(f"/v2/models/{MODEL}").json()
+        assert [i["name"] for i in meta["inputs"]][:3] == ["flight_code", "origin", "dest"]
+        assert meta["parameters"] == {"required_inputs": "flight_code, origin, dest, distance"}
+        refused = client.post(
+            f"/v2/models/{MODEL}/infer", json={"inputs": [{**body["inputs"][0], "name": "carrier"}]}
+        )
+        assert (
+            refused.status_code == 400 and "expected some of flight_code, origin" in refused.json()["error"]
+        )
+        assert client.get("/openapi.json").json()["info"]["description"].startswith("Delays by flight code.")
+    plain.close()
+    coded.close()
