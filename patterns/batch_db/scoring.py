@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
@@ -45,7 +45,7 @@ from patterns.batch_db.store import (
 )
 from shared.example.data import event_sources, frame_fingerprint, load_flights
 from shared.example.flights import FLIGHT_FEATURES, ORIGINS, REQUEST_FIELDS
-from shared.features import OfflineExecutor
+from shared.features import FeatureSet, OfflineExecutor
 from shared.predictor import Predictor
 from shared.predlog import PredictionLog
 
@@ -96,9 +96,9 @@ def outside_example(dates: Sequence[str]) -> list[str]:
     return [d for d in dates if not first <= d <= last]
 
 
-def missing_columns(frame: pd.DataFrame) -> list[str]:
-    """The ``INPUT_COLUMNS`` that ``frame`` lacks."""
-    return [name for name in INPUT_COLUMNS if name not in frame.columns]
+def missing_columns(frame: pd.DataFrame, columns: Sequence[str] = INPUT_COLUMNS) -> list[str]:
+    """The ``columns`` (default ``INPUT_COLUMNS``) that ``frame`` lacks."""
+    return [name for name in columns if name not in frame.columns]
 
 
 def validate_inputs(frame: pd.DataFrame) -> pd.Series:
@@ -151,7 +151,12 @@ def _id_text(ids: pd.Series) -> pd.Series:
 
 
 class BatchScorer:
-    """Scores dates with one model version into ``store``; ``flights`` overrides the input rows."""
+    """Scores dates with one model version into ``store``; ``flights`` overrides the input rows.
+
+    Hooks for other rows: ``inputs`` (the rows of some dates), ``validate`` (a reason per row that
+    cannot be scored), ``features`` (``feature_set`` over ``sources``, by default the example's
+    history). Rows are keyed by ``flight_id``, starting with their local date (YYYYMMDD): readers
+    find a row through the pointer of that date."""
 
     def __init__(
         self,
@@ -163,12 +168,18 @@ class BatchScorer:
         log_fraction: float = 1.0,
         write_batch: int = 50_000,
         progress: bool = True,
+        feature_set: FeatureSet = FLIGHT_FEATURES,
+        sources: Mapping[str, pd.DataFrame] | None = None,
     ) -> None:
-        if flights is not None and missing_columns(flights):
+        self.feature_set = feature_set
+        self.input_columns = ("flight_id", *feature_set.request_fields)
+        if flights is not None and (missing := missing_columns(flights, self.input_columns)):
             # Checked here, not in ``inputs``: selecting the dates would fail with a bare KeyError.
-            raise ValueError(f"input has no column(s) {', '.join(missing_columns(flights))}")
+            raise ValueError(f"input has no column(s) {', '.join(missing)}")
+        predictor.model.check_fingerprint(feature_set.fingerprint())  # else: scored as its own
         self.store = store
         self.predictor = predictor
+        self._sources = sources
         self._flights = flights
         self.log = log
         self.log_fraction = log_fraction
@@ -195,7 +206,7 @@ class BatchScorer:
             self.model_sha256,
             self.predictor.feature_fingerprint,
             # Every column the run stores: inputs differing only in flight ids are different runs.
-            frame_fingerprint(inputs[list(INPUT_COLUMNS)]),
+            frame_fingerprint(inputs[list(self.input_columns)]),
         ):
             h.update(part.encode() + b"\0")
         return h.hexdigest()[:RUN_ID_LENGTH]
@@ -235,7 +246,7 @@ class BatchScorer:
         self.store.save_run(run)  # intent first: a killed run is visible as "writing"
 
         with _timed(timings, "validate"):
-            reasons = validate_inputs(inputs)
+            reasons = self.validate(inputs)
             bad = reasons.to_numpy() != ""
             good = inputs[~bad].reset_index(drop=True)
             if bad.any():
@@ -250,7 +261,7 @@ class BatchScorer:
                     for fid, reason, req in zip(
                         keys,
                         reasons[bad],
-                        rejected[list(REQUEST_FIELDS)].to_dict("records"),
+                        rejected[list(self.feature_set.request_fields)].to_dict("records"),
                         strict=True,
                     )
                 ]
@@ -270,27 +281,33 @@ class BatchScorer:
         self.store.save_run(run)
         return run
 
-    # -- stages -------------------------------------------------------------------------------------
+    # -- hooks --------------------------------------------------------------------------------------
 
-    def _features(self, requests: pd.DataFrame) -> pd.DataFrame:
+    def validate(self, frame: pd.DataFrame) -> pd.Series:
+        """A reason per input row ("" = fine): the rows given one are quarantined, not scored."""
+        return validate_inputs(frame)
+
+    def features(self, requests: pd.DataFrame) -> pd.DataFrame:
+        """The feature matrix of valid rows: ``feature_set`` over the history before them."""
+        fs = self.feature_set
         if requests.empty:
-            return pd.DataFrame(columns=FLIGHT_FEATURES.names, dtype=np.float64)
-        executor = OfflineExecutor(FLIGHT_FEATURES)
-        # Only history that can reach a window (24 h) or the weather TTL (3 h) matters; two days of
-        # margin keep the answer identical while a one-day run skips the rest of the year.
-        t = pd.to_numeric(requests["sched_ts"])
-        lo, hi = int(t.min()) - 2 * 86_400, int(t.max())
-        history = _history()
-        dep, wx = history["departures"], history["weather"]
-        sources = {
-            "departures": dep[(dep["dep_ts"] >= lo) & (dep["dep_ts"] <= hi)].reset_index(drop=True),
-            "weather": wx[(wx["obs_ts"] >= lo) & (wx["obs_ts"] <= hi)].reset_index(drop=True),
-        }
-        return executor.compute(requests[list(REQUEST_FIELDS)], sources)
+            return pd.DataFrame(columns=fs.names, dtype=np.float64)
+        # Only history that can reach a window or an as-of TTL matters; at least two days of margin
+        # keep the answer identical while a one-day run skips the rest of the year.
+        t = pd.to_numeric(requests[fs.request_time])
+        hi = int(t.max())
+        sources = {}
+        for src, frame in (self._sources or _history()).items():
+            lo = int(t.min()) - max(2 * 86_400, fs.retention_seconds(src))
+            times = frame[fs.source(src).time_column]
+            sources[src] = frame[(times >= lo) & (times <= hi)].reset_index(drop=True)
+        return OfflineExecutor(fs).compute(requests[list(fs.request_fields)], sources)
+
+    # -- stages -------------------------------------------------------------------------------------
 
     def _recompute(self, requests: pd.DataFrame) -> np.ndarray:
         """Scores of ``requests`` in one go, outside the chunked pipeline (the read-back's reference)."""
-        return self._predict(self._features(requests).to_numpy(dtype=np.float32))
+        return self._predict(self.features(requests).to_numpy(dtype=np.float32))
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
@@ -333,7 +350,7 @@ class BatchScorer:
                 for a in range(0, max(len(good), 1), self.write_batch):
                     b = min(a + self.write_batch, len(good))
                     with _timed(timings, "features"):
-                        frames.append(self._features(good.iloc[a:b]))
+                        frames.append(self.features(good.iloc[a:b]))
                     with _timed(timings, "inference"):
                         parts.append(self._predict(frames[-1].to_numpy(dtype=np.float32)))
                     pending.append(writer.submit(write, a, b, parts[-1]))
@@ -357,7 +374,7 @@ class BatchScorer:
             ) < self.log_fraction * 10_000
         self.log.write_frame(
             requests.loc[keep, "flight_id"].astype(str).tolist(),
-            requests.loc[keep, list(REQUEST_FIELDS)],
+            requests.loc[keep, list(self.feature_set.request_fields)],
             features.loc[keep],
             scores[keep],
             model_version=self.predictor.version,
