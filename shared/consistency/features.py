@@ -68,7 +68,15 @@ def check_features(
         return result
     requests, usable = _request_table(rows, fs)
     if len(usable) < len(rows):
-        result.notes.append(f"{len(rows) - len(usable)} records lack request fields and were skipped")
+        # A row of its own, not a note: a pattern whose log lost a field would go unchecked.
+        lacking = sorted({f for r in rows for f in fs.request_fields if f not in r["request"]})
+        skipped = len(rows) - len(usable)
+        reason = (
+            f"{skipped:,} of {len(rows):,} records lack request field(s) {', '.join(lacking)}: not checked"
+        )
+        result.findings.append(
+            Finding("request fields", "not_run", {"skipped": skipped, "n": len(rows)}, reason)
+        )
     rows = [rows[i] for i in usable]
     if not rows:
         result.not_run_reason = "no record carries the request fields needed to recompute features"
@@ -88,8 +96,8 @@ def check_features(
         result.findings.append(finding)
         result.plot_data[name] = data
     if recompute_predictions:
-        finding, data = _predictions(rows, served, offline, registry, limits, fs)
-        result.findings.append(finding)
+        findings, data = _predictions(rows, served, offline, registry, limits, fs)
+        result.findings.extend(findings)
         result.plot_data["prediction"] = data
     return result
 
@@ -178,7 +186,8 @@ def _hint(served: np.ndarray, offline: np.ndarray) -> str:
     finite = np.isfinite(served) & np.isfinite(offline) & (offline != 0)
     if finite.sum() >= 3:
         ratio = served[finite] / offline[finite]
-        if np.allclose(ratio, ratio[0], rtol=1e-3):
+        # A ratio of ~1 is rounding (float32, say), not a unit: the message would mislead.
+        if np.allclose(ratio, ratio[0], rtol=1e-3) and not np.isclose(ratio[0], 1.0, rtol=1e-3):
             return f"served = {ratio[0]:.4g} x offline (a unit or scale change?)"
     parts = []
     if np.isnan(served).any() or np.isnan(offline).any():
@@ -197,7 +206,9 @@ def _predictions(
     registry: Registry | None,
     limits: Thresholds,
     fs: FeatureSet,
-) -> tuple[Finding, dict[str, Any]]:
+) -> tuple[list[Finding], dict[str, Any]]:
+    """The ``prediction`` row; and a ``not_run`` row for traffic of versions the registry lacks
+    (served by a model nobody can check: a strict gate fails on it)."""
     from shared.predictor import Predictor
 
     registry = registry or Registry()
@@ -226,10 +237,17 @@ def _predictions(
     checked = ~np.isnan(model_on_served)
     if other_features:
         reason = f"cannot reproduce the served model: {'; '.join(other_features)}"
-        return Finding("prediction", "fail", {"n": len(rows)}, reason), {}
+        return [Finding("prediction", "fail", {"n": len(rows)}, reason)], {}
+    unregistered = []
+    if missing:
+        n = int(np.isin(versions, missing).sum())
+        reason = (
+            f"{n:,} of {len(rows):,} records were served by model version(s) {', '.join(missing)}, "
+            f"not in the registry at {registry.root}: not checked"
+        )
+        unregistered = [Finding("prediction (unregistered)", "not_run", {"n": n}, reason)]
     if not checked.any():
-        reason = f"model version(s) {', '.join(missing)} not in the registry at {registry.root}"
-        return Finding("prediction", "not_run", {}, reason), {}
+        return unregistered, {}
     tol = limits.feature("prediction")
     bad = checked & ~_matches(logged, model_on_served, tol["abs_tol"], tol["rel_tol"])
     rate = float(bad.sum() / checked.sum())
@@ -241,7 +259,6 @@ def _predictions(
         # How far the feature skew moved the answers (information, not a gate).
         "feature_skew_impact": float(np.nanmax(np.abs(model_on_offline[checked] - logged[checked]))),
     }
-    message = f"versions not in the registry: {', '.join(missing)}" if missing else ""
     status: Status = "pass" if rate <= tol["max_mismatch_rate"] else "fail"
     data = {"served": logged[checked][:_PLOT_SAMPLE], "offline": model_on_offline[checked][:_PLOT_SAMPLE]}
-    return Finding("prediction", status, metrics, message), data
+    return [Finding("prediction", status, metrics), *unregistered], data

@@ -77,15 +77,18 @@ def serve(home: Path, world: World) -> Serve:
         features: np.ndarray | None = None,
         pattern: str = "streaming",
         prediction: Callable[[np.ndarray], np.ndarray] | None = None,
+        version: str | None = None,
+        drop_fields: tuple[str, ...] = (),
     ) -> None:
-        """Log ``rows`` of the world's requests with ``features`` (default: the clean replay)."""
+        """Log ``rows`` of the world's requests with ``features`` (default: the clean replay),
+        under model ``version`` (default the world's) and without the request's ``drop_fields``."""
         idx = np.asarray(rows)
         x = world.served[idx] if features is None else features
         assert x.shape == (len(idx), len(FLIGHT_FEATURES.names))
         p = Predictor(Registry(home / "registry").get(world.model.version)).predict_proba(x)
         if prediction is not None:
             p = prediction(p)
-        fields = list(FLIGHT_FEATURES.request_fields)
+        fields = [f for f in FLIGHT_FEATURES.request_fields if f not in drop_fields]
         records = world.requests.iloc[idx].to_dict("records")
         log = PredictionLog(pattern)
         log.write_many(
@@ -98,7 +101,7 @@ def serve(home: Path, world: World) -> Serve:
                 )
                 for i, r in enumerate(records)
             ],
-            model_version=world.model.version,
+            model_version=version or world.model.version,
         )
         log.close()
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared.consistency import check_features, load_records
+from shared.consistency import ConsistencyReport, check_features, load_records
 from shared.example.flights import FLIGHT_FEATURES
 from shared.features import EventSource, FeatureSet, WindowFeature
 
@@ -128,3 +128,34 @@ def test_traffic_served_by_a_model_of_other_features_is_flagged(world, serve, ho
     result = _check(world)
     assert result.flagged == ["prediction"]
     assert "other feature definitions" in result.finding("prediction").message
+
+
+def test_traffic_the_check_cannot_recompute_is_a_row_that_fails_a_strict_gate(
+    world, serve, last_days
+) -> None:  # type: ignore[no-untyped-def]
+    """Records of a version the registry lacks (a server logging a label it does not run) and
+    records whose log lost a request field are rows of their own, not notes: a whole pattern
+    could otherwise go unchecked under a passing strict gate."""
+    half = len(last_days) // 2
+    serve(last_days[:half])
+    serve(last_days[half:], version="v9")
+    serve(np.arange(40), pattern="rest_api", drop_fields=("sched_ts",))
+    result = _check(world)
+    unregistered = result.finding("prediction (unregistered)")
+    assert unregistered.status == "not_run" and unregistered.metrics["n"] == len(last_days) - half
+    assert "v9" in unregistered.message
+    lacking = result.finding("request fields")
+    assert lacking.status == "not_run" and lacking.metrics["skipped"] == 40
+    assert "sched_ts" in lacking.message
+    assert result.finding("prediction").status == "pass"
+    assert result.finding("prediction").metrics["n"] == half
+    assert result.passed and not ConsistencyReport([result], strict=True).passed
+
+
+def test_a_near_one_ratio_is_not_reported_as_a_unit_change(world, serve, last_days) -> None:  # type: ignore[no-untyped-def]
+    rounded = world.served[last_days].copy()
+    j = NAMES.index("distance")
+    rounded[:, j] *= 1.0001  # beyond the tolerance, but no unit is 1.0001 of another
+    serve(last_days, rounded)
+    message = _check(world).finding("distance").message
+    assert "unit" not in message and "served > offline in 100% of mismatches" in message
