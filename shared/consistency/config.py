@@ -42,7 +42,7 @@ _FEATURE_KEYS = frozenset({"abs_tol", "rel_tol", "max_mismatch_rate"})
 _EXPORT_KEYS = frozenset(f.name for f in fields(ExportTolerance))
 _DRIFT_KEYS = frozenset(
     {"small_sample_rows", "psi", "js", "linf", "share_ratio", "min_share", "max_missing_diff"}
-    | {"p_value", "action"}
+    | {"p_value", "action", "missing_action"}
 )
 _DRIFT_ACTIONS = ("fail", "warn", "ignore")
 
@@ -53,7 +53,11 @@ _SCHEMA: dict[str, tuple[frozenset[str], str | None, frozenset[str]]] = {
     "features": (_FEATURE_KEYS | {"max_examples"}, "per_feature", _FEATURE_KEYS),
     "prediction": (_FEATURE_KEYS, None, frozenset()),
     "exports": (_EXPORT_KEYS, "candidates", _EXPORT_KEYS),
-    "drift": ((_DRIFT_KEYS - {"action"}) | {"default_action"}, "per_feature", _DRIFT_KEYS),
+    "drift": (
+        (_DRIFT_KEYS - {"action", "missing_action"}) | {"default_action", "default_missing_action"},
+        "per_feature",
+        _DRIFT_KEYS,
+    ),
 }
 
 
@@ -80,10 +84,11 @@ def _unknown_keys(data: Mapping[str, Any]) -> list[str]:
 
 def _bad_actions(drift: Mapping[str, Any]) -> list[str]:
     """``key = value`` of every drift action that is not fail, warn or ignore."""
-    actions = {"drift.default_action": drift.get("default_action", "fail")}
+    actions = {f"drift.{k}": drift.get(k, "fail") for k in ("default_action", "default_missing_action")}
     for name, values in drift.get("per_feature", {}).items():
-        if "action" in values:
-            actions[f"drift.per_feature.{name}.action"] = values["action"]
+        for key in ("action", "missing_action"):
+            if key in values:
+                actions[f"drift.per_feature.{name}.{key}"] = values[key]
     return [f"{key} = {value!r}" for key, value in actions.items() if value not in _DRIFT_ACTIONS]
 
 
@@ -136,14 +141,17 @@ class Thresholds:
         return ExportTolerance(**values)
 
     def drift(self, name: str) -> dict[str, Any]:
-        """psi, js, linf, share_ratio, min_share, max_missing_diff, p_value, small_sample_rows and
-        action for one feature."""
+        """psi, js, linf, share_ratio, min_share, max_missing_diff, p_value, small_sample_rows,
+        action (of the distances) and missing_action (of the missing share) for one feature."""
         section = self.data["drift"]
-        base = {k: v for k, v in section.items() if k not in ("per_feature", "default_action")}
+        defaults = ("per_feature", "default_action", "default_missing_action")
+        base = {k: v for k, v in section.items() if k not in defaults}
         base["action"] = section.get("default_action", "fail")
+        base["missing_action"] = section.get("default_missing_action", "fail")
         merged: dict[str, Any] = base | section.get("per_feature", {}).get(name, {})
-        if merged["action"] not in ("fail", "warn", "ignore"):
-            raise ValueError(f"drift action of {name} must be fail, warn or ignore, got {merged['action']!r}")
+        for key in ("action", "missing_action"):
+            if merged[key] not in _DRIFT_ACTIONS:
+                raise ValueError(f"drift {key} of {name} must be fail, warn or ignore, got {merged[key]!r}")
         return merged
 
 

@@ -55,12 +55,17 @@ def test_a_key_no_check_reads_is_refused_naming_file_and_key(tmp_path: Path, tex
 
 
 def test_drift_actions_are_checked_when_the_file_loads(tmp_path: Path) -> None:
-    path = _config(tmp_path, '[drift]\ndefault_action = "fial"\n[drift.per_feature.month]\naction = "nope"\n')
+    path = _config(
+        tmp_path,
+        '[drift]\ndefault_action = "fial"\ndefault_missing_action = "gate"\n'
+        '[drift.per_feature.month]\naction = "nope"\nmissing_action = "no"\n',
+    )
     with pytest.raises(ThresholdsError) as caught:
         load_thresholds(path)
     assert str(caught.value) == (
         f"--config {path}: drift actions must be fail, warn or ignore: "
-        "drift.default_action = 'fial', drift.per_feature.month.action = 'nope'"
+        "drift.default_action = 'fial', drift.default_missing_action = 'gate', "
+        "drift.per_feature.month.action = 'nope', drift.per_feature.month.missing_action = 'no'"
     )
 
 

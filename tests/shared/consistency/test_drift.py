@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.consistency import check_drift, check_features, load_records
+from shared.consistency import check_drift, check_features, load_records, load_thresholds
 from shared.example.flights import CARRIERS, DESTS, FLIGHT_FEATURES
 
 SERVED_DAYS = tuple(range(25, 32))  # the days the world serves (conftest)
@@ -92,11 +92,29 @@ def test_a_feed_gone_missing_is_flagged_though_the_values_that_arrived_look_norm
         finding = check_drift(_records(world, rows, x[rows]), world.model, training=world.training).finding(
             "wx_visib"
         )
-        assert finding.status == "warn"  # wx_visib warns by default (the served week's weather)
+        # Its values warn by default (the served week's weather), but a rise in the missing share
+        # has its own action, and that fails: the feed went down.
+        assert finding.status == "fail"
         assert finding.message.startswith("missing 6") and finding.metrics["missing_serving"] > 0.55
     # The same week with every value present: no word about missing values.
     clean = check_drift(_records(world, np.arange(len(x))), world.model, training=world.training)
     assert "missing" not in clean.finding("wx_visib").message
+    # With the missing share's action set to warn (as the example's pressure has), it only warns.
+    lenient = load_thresholds()
+    lenient.data["drift"]["per_feature"]["wx_visib"]["missing_action"] = "warn"
+    rows = np.arange(len(x))
+    finding = check_drift(_records(world, rows, x), world.model, training=world.training, thresholds=lenient)
+    assert finding.finding("wx_visib").status == "warn"
+
+
+def test_fewer_missing_values_than_training_are_shown_not_gated(world) -> None:  # type: ignore[no-untyped-def]
+    """A field missing more often in training than in serving is no feed gone down."""
+    j = FLIGHT_FEATURES.names.index("wx_visib")
+    training = world.training.copy()
+    training.iloc[np.random.default_rng(1).random(len(training)) < 0.3, j] = np.nan
+    result = check_drift(_records(world, np.arange(len(world.served))), world.model, training=training)
+    finding = result.finding("wx_visib")
+    assert finding.status == "warn" and finding.message.startswith("missing 0.0% vs 3")
 
 
 def test_a_carrier_gone_from_serving_is_flagged_though_l_inf_stays_under_its_limit(world) -> None:  # type: ignore[no-untyped-def]
