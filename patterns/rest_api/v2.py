@@ -1,10 +1,11 @@
 """Open Inference Protocol (V2, REST) adapter for ``FlightDelayService``, framework-free.
 
 Tabular convention: one input tensor per raw request field of the service's ``input_fields``
-(``carrier`` BYTES, ``distance`` FP64, ``sched_ts`` INT64, ...), each of shape ``[n]`` or ``[n, 1]`` with one element per flight; the
-output ``probability`` is FP64 ``[n]``. The same three ways to give the scheduled departure as the
-JSON endpoint apply (``scheduled_departure``, ``sched_ts`` or the five local fields), and every row
-goes through the same ``decode_request`` hook, so both endpoints accept and refuse the same flights.
+(``carrier`` BYTES, ``distance`` FP64, ``sched_ts`` INT64, ...), each of shape ``[n]`` or ``[n, 1]``
+with one element per flight; the output ``probability`` is FP64 ``[n]``. The same three ways to
+give the scheduled departure as the JSON endpoint apply (``scheduled_departure``, ``sched_ts`` or
+the five local fields), and every row goes through the same ``decode_request`` hook, so both
+endpoints accept and refuse the same flights.
 
 Tensors travel as JSON ``data`` or, with the binary tensor data extension (what ``tritonclient``
 sends by default), as raw little-endian bytes after the JSON header: the request's

@@ -28,6 +28,7 @@ __all__ = [
     "DESTS",
     "FLIGHT_FEATURES",
     "LEAD_SECONDS",
+    "LOCAL_ZONE",
     "ORIGINS",
     "REQUEST_FIELDS",
     "WEATHER_FIELDS",
@@ -35,6 +36,8 @@ __all__ = [
 
 CARRIERS = ("9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "UA", "US", "VX", "WN", "YV")
 ORIGINS = ("EWR", "JFK", "LGA")
+#: The zone of the three origins: a flight's year/month/day/hour/minute are its local time there.
+LOCAL_ZONE = "America/New_York"
 DESTS = (
     "ABQ", "ACK", "ALB", "ANC", "ATL", "AUS", "AVL", "BDL", "BGR", "BHM", "BNA", "BOS", "BQN", "BTV", "BUF",
     "BUR", "BWI", "BZN", "CAE", "CAK", "CHO", "CHS", "CLE", "CLT", "CMH", "CRW", "CVG", "DAY", "DCA", "DEN",

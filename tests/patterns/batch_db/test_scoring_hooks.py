@@ -83,3 +83,15 @@ def test_a_validate_hook_quarantines_the_rows_it_names(
     assert run.reasons["short haul"] == int((fine & ~long_haul).sum()) > 100
     assert run.rows == int((fine & long_haul).sum()) > 100
     store.close()
+
+
+def test_every_flight_of_the_year_passes_and_local_clock_written_as_utc_is_quarantined() -> None:
+    """The rule that sched_ts is the local fields' time in New York holds for all 336,776 flights
+    (DST days included), and catches the ETL slip of writing the local clock as UTC."""
+    flights = load_flights()
+    assert (validate_inputs(flights) == "").all()
+    july = flights[(flights["month"] == 7) & (flights["day"] == 19)].copy()
+    as_utc = pd.to_datetime(july[["year", "month", "day", "hour", "minute"]]).astype("int64") // 10**9
+    july["sched_ts"] = as_utc.to_numpy()
+    reasons = validate_inputs(july)
+    assert (reasons == "sched_ts is not year/month/day/hour/minute in America/New_York").all()
