@@ -27,7 +27,14 @@ import numpy as np
 
 from patterns.mobile.client import run_interpreter
 from patterns.mobile.inputs import INPUT_NAME, MOBILE_FEATURES, N_RAW, OUTPUT_NAME
-from patterns.mobile.model import build_module, heldout, load_params, mobile_registry, predict_tf
+from patterns.mobile.model import (
+    build_module,
+    encoding_problems,
+    heldout,
+    load_params,
+    mobile_registry,
+    predict_tf,
+)
 from patterns.mobile.parity import FORMATS, ParityError, ParityReport, compare
 from shared import settings
 from shared.consistency.config import ExportTolerance
@@ -291,6 +298,11 @@ def export_version(
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown formats {unknown} (known: {', '.join(FORMATS)})")
+    if problems := encoding_problems(mv):
+        raise ParityError(
+            f"{version}: this code encodes the app's inputs differently from training "
+            f"({'; '.join(problems)}): every format would be fed inputs the model never learned"
+        )
     months = heldout_months or tuple(mv.training["heldout_months"])
     raw, labels = heldout(months)
     source = predict_tf(params, raw)

@@ -31,6 +31,7 @@ __all__ = [
     "MobileTrainingConfig",
     "Params",
     "build_module",
+    "encoding_problems",
     "folded_w1",
     "heldout",
     "load_params",
@@ -166,6 +167,25 @@ def heldout(months: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
 
     flights = load_flights(months=months)
     return encode(flights), flights["label"].to_numpy(np.int64)
+
+
+def encoding_problems(mv: ModelVersion) -> list[str]:
+    """Columns where this code's ``encode`` (what the app does) differs from the one ``mv`` was
+    trained with; empty when they agree.
+
+    The golden rows are held-out flights as encoded at training. Encoded again now they must be
+    the same integers: an app-side change (miles sent as km, a column moved) reaches the source
+    model and every export alike, so no parity between them can see it.
+    """
+    raw, _ = heldout(tuple(mv.training["heldout_months"]))
+    stored, _ = mv.golden_set()
+    if len(raw) < len(stored) or raw.shape[1] != stored.shape[1]:
+        return [f"the held-out months encode to {raw.shape}, the golden set holds {stored.shape}"]
+    rows = np.random.default_rng(mv.training["seed"]).choice(len(raw), len(stored), replace=False)
+    differ = (raw[rows].astype(np.float32) != stored).sum(axis=0)
+    return [
+        f"{RAW_COLUMNS[j]} differs in {n} of {len(stored)} golden rows" for j, n in enumerate(differ) if n
+    ]
 
 
 def _fit(params: Params, raw: np.ndarray, y: np.ndarray, config: MobileTrainingConfig) -> Params:

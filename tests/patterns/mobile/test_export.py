@@ -158,3 +158,33 @@ def test_training_refuses_held_out_months_that_are_not_later() -> None:
         MobileTrainingConfig(train_months=(3,), heldout_months=(2, 4))
     result = CliRunner().invoke(mobile, ["train", "--train-months", "1-9", "--heldout-months", "9-12"])
     assert result.exit_code == 2 and "must all come after the training months" in result.output
+
+
+def test_an_app_side_encoding_change_is_refused_before_any_export(
+    mobile_version: ModelVersion, mobile_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app sending kilometres where the model learned miles moves scores by up to 0.09, yet the
+    source model and every export see the same wrong inputs, so their parity passes. The golden
+    rows, encoded again by this code, are what catches it."""
+    import patterns.mobile.model as model
+    from patterns.mobile.export import export_version
+    from patterns.mobile.model import encoding_problems, mobile_registry
+
+    assert encoding_problems(mobile_version) == []
+    encode = model.encode
+
+    def in_km(requests):  # type: ignore[no-untyped-def]
+        raw = encode(requests)
+        raw[:, 4] = np.rint(raw[:, 4] * 1.609344)
+        return raw
+
+    monkeypatch.setattr(model, "encode", in_km)
+    problems = encoding_problems(mobile_version)
+    assert len(problems) == 1 and problems[0].startswith("distance differs in ")
+    reg = mobile_registry(mobile_home / "mobile" / "registry")
+    home = tmp_path / "home"
+    with pytest.raises(
+        ParityError, match=r"encodes the app's inputs differently from training \(distance differs"
+    ):
+        export_version(mobile_version.version, ["onnx"], registry=reg, home=home, heldout_months=HELDOUT)
+    assert not export_dir(mobile_version.version, home).exists()
