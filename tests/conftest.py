@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -54,6 +55,33 @@ def nginx_server() -> Endpoint:
     """nginx: ``url`` is ``http://127.0.0.1:<port>``; ``extra["conf_d"]`` is the include directory
     (see ``shared.services.nginx.conf_dir()`` and ``reload()``)."""
     return _up("nginx")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def private_kafka(
+    kafka_server: Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[services.Service]:
+    """A Kafka broker of this test alone, on free ports with its own data, for outages: ``down()``
+    and ``up()`` stop and restart it, never the session's broker. ``endpoint().address`` is its
+    bootstrap. It runs the session broker's jars (linked, not fetched again)."""
+    monkeypatch.setenv("MLPATTERNS_KAFKA_PORT", str(free_port()))
+    monkeypatch.setenv("MLPATTERNS_KAFKA_CONTROLLER_PORT", str(free_port()))
+    broker = services.get("kafka", base=tmp_path / "services")
+    broker.dir.mkdir(parents=True)
+    (broker.dir / "libs").symlink_to(services.get("kafka").dir / "libs")
+    quiet: Callable[[str], None] = lambda _: None  # noqa: E731
+    try:
+        broker.up(progress=quiet)
+    except ServiceError as exc:
+        pytest.fail(f"could not start a private Kafka for the test:\n{exc}", pytrace=False)
+    yield broker
+    broker.down(progress=quiet)
 
 
 @pytest.fixture(scope="session")

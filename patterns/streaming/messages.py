@@ -212,8 +212,8 @@ class Topics:
 _KEEP = {"retention.ms": "-1", "message.timestamp.type": "CreateTime"}
 
 
-def producer(bootstrap: str, client_id: str, linger_ms: int = 0) -> Any:
-    """A ``KafkaProducer`` with this pattern's delivery policy.
+def producer(bootstrap: str, client_id: str, linger_ms: int = 0, **options: Any) -> Any:
+    """A ``KafkaProducer`` with this pattern's delivery policy (``options``: more of its settings).
 
     ``acks="all"`` and idempotence: a send is acknowledged only once replicated, and retries keep
     per-partition order (the replay order is the features' correctness; commits follow acks).
@@ -228,6 +228,7 @@ def producer(bootstrap: str, client_id: str, linger_ms: int = 0) -> Any:
         enable_idempotence=True,
         linger_ms=linger_ms,
         client_id=client_id,
+        **options,
     )
 
 

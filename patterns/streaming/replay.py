@@ -12,17 +12,24 @@ model time, scale out.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from patterns.streaming.messages import KINDS, TIE_ORDER, Topics, encode, ensure_topics, producer
+from shared.errors import UserError
 from shared.example.data import departures, load_flights, load_weather
 
-__all__ = ["ReplayStats", "Replayer", "day_window", "events_between"]
+__all__ = ["ReplayError", "ReplayStats", "Replayer", "day_window", "events_between"]
+
+
+class ReplayError(UserError):
+    """Kafka did not acknowledge every message of a replay: the topic holds only part of it."""
 
 
 @dataclass(frozen=True)
@@ -71,12 +78,29 @@ def _frame(kind: str, df: pd.DataFrame) -> pd.DataFrame:
 
 
 class Replayer:
-    """Publishes events to ``topics.events`` (created with ``partitions`` if missing)."""
+    """Publishes events to ``topics.events`` (created with ``partitions`` if missing).
 
-    def __init__(self, bootstrap: str, topics: Topics, partitions: int = 1) -> None:
+    A message Kafka has not acknowledged within ``delivery_timeout_s`` (a broker down that long)
+    fails the replay with ``ReplayError``: nothing is sent after it, since the order within a
+    partition is what keeps the workers' features exact.
+    """
+
+    def __init__(
+        self, bootstrap: str, topics: Topics, partitions: int = 1, delivery_timeout_s: float = 120.0
+    ) -> None:
         self.topics = topics
+        self.delivery_timeout_s = delivery_timeout_s
         ensure_topics(bootstrap, {topics.events: partitions})
-        self._producer = producer(bootstrap, "mlp-replayer", linger_ms=2)
+        timeout_ms = int(delivery_timeout_s * 1000)
+        self._producer = producer(
+            bootstrap,
+            "mlp-replayer",
+            linger_ms=2,
+            delivery_timeout_ms=timeout_ms,
+            request_timeout_ms=min(30_000, timeout_ms // 2),  # kafka-python: < delivery - linger
+        )
+        self._failures: list[BaseException] = []
+        self._broken = False  # a replay failed: some messages were never acknowledged
         self.partitions = sorted(self._producer.partitions_for(topics.events) or range(partitions))
 
     def replay(
@@ -100,30 +124,50 @@ class Replayer:
         for kind, ts, key, value in self._encoded(events):
             if stop_after_s is not None and time.perf_counter() - began > stop_after_s:
                 break
+            if self._failures:  # the producer's thread reports them; nothing goes after a gap
+                break
             self._pace(began, sent, ts - start, speed, rate)
             headers = [("sent_ms", str(int(time.time() * 1000)).encode())]
             if kind == "scheduled":
-                self._producer.send(
-                    self.topics.events, value, key=key, headers=headers, timestamp_ms=ts * 1000
-                )
+                self._send(value, key=key, headers=headers, timestamp_ms=ts * 1000)
                 requests += 1
                 sent += 1
             else:
                 state += 1
                 for p in self.partitions:
-                    self._producer.send(
-                        self.topics.events,
-                        value,
-                        key=key,
-                        partition=p,
-                        headers=headers,
-                        timestamp_ms=ts * 1000,
-                    )
+                    self._send(value, key=key, partition=p, headers=headers, timestamp_ms=ts * 1000)
                     sent += 1
             if progress is not None:
                 progress(1)
-        self._producer.flush()
+        self._flush(sent)
         return ReplayStats(requests, state, sent, time.perf_counter() - began)
+
+    def _send(self, value: bytes, **options: Any) -> None:
+        self._producer.send(self.topics.events, value, **options).add_errback(self._failures.append)
+
+    def _flush(self, sent: int) -> None:
+        """Wait for every acknowledgement; ``ReplayError`` if some never came."""
+        from kafka.errors import KafkaTimeoutError
+
+        # Each message should fail by itself after the delivery timeout, but kafka-python's expiry
+        # does not always fire while the broker is away (a flush then waits forever): bounded here.
+        wait = 1.25 * self.delivery_timeout_s + 5
+        try:
+            self._producer.flush(timeout=wait)
+        except KafkaTimeoutError:
+            self._broken = True
+            raise ReplayError(
+                f"Kafka did not acknowledge the replay's last messages within {wait:.0f}s ({sent:,} "
+                f"sent): {self.topics.events} holds only part of it; replay again to a new --prefix"
+            ) from None
+        if self._failures:
+            self._broken = True
+            first = self._failures[0]
+            raise ReplayError(
+                f"Kafka did not acknowledge {len(self._failures):,} of {sent:,} messages sent "
+                f"(first: {type(first).__name__}: {first}); the replay stopped there, so "
+                f"{self.topics.events} holds only part of it: replay again to a new --prefix"
+            )
 
     def _encoded(self, events: pd.DataFrame) -> Iterator[tuple[str, int, bytes, bytes]]:
         for kind, ts, ident, record in zip(
@@ -144,14 +188,20 @@ class Replayer:
         self, value: bytes, key: bytes | None = None, partition: int = 0, ts: int | None = None
     ) -> None:
         """Publish arbitrary bytes (tests and demos use it for poison messages)."""
-        self._producer.send(
-            self.topics.events,
-            value,
-            key=key,
-            partition=partition,
-            timestamp_ms=None if ts is None else ts * 1000,
-        )
-        self._producer.flush()
+        self._send(value, key=key, partition=partition, timestamp_ms=None if ts is None else ts * 1000)
+        self._flush(1)
 
     def close(self) -> None:
-        self._producer.close()
+        from kafka.errors import KafkaTimeoutError
+
+        if not self._broken:
+            self._producer.close()
+            return
+        # After a failed replay what Kafka never acknowledged is already reported. kafka-python's
+        # close raises from its own flush before it stops the sender thread, and its __del__ then
+        # raises again at exit: stop the thread and mark it closed, as close would have.
+        with contextlib.suppress(KafkaTimeoutError):
+            self._producer.close(timeout=1)
+        if not self._producer._closed:
+            self._producer._sender.force_close()
+            self._producer._closed = True
