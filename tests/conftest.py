@@ -10,10 +10,15 @@ A server that cannot start fails the test with the server's log tail; nothing is
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
+import signal
 import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -82,6 +87,54 @@ def private_kafka(
         pytest.fail(f"could not start a private Kafka for the test:\n{exc}", pytrace=False)
     yield broker
     broker.down(progress=quiet)
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of one test alone: ``stop``/``start`` (same port) and ``pause``/``resume``
+    (SIGSTOP/SIGCONT: a server that accepts but never answers) are real outages."""
+
+    url: str
+    port: int
+    folder: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is missing (`make test` installs it with the other servers)"
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen([binary, *args, "--dir", str(self.folder)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:
+            assert self.process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                return
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A Redis of this test alone on a free port, started; stopped after the test."""
+    port = free_port()
+    server = PrivateRedis(f"redis://127.0.0.1:{port}/0", port, tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

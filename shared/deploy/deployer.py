@@ -21,7 +21,7 @@ import numpy as np
 
 from shared.deploy.gates import Gate, GateContext, ModelCard, check_fingerprint, default_gates
 from shared.deploy.state import AuditEvent, GateResult, Slot, SlotState, TargetState
-from shared.deploy.store import ConflictError, StateStore
+from shared.deploy.store import ConflictError, StateStore, StateStoreError
 from shared.deploy.strategy import Strategy
 from shared.deploy.switch import Switch
 
@@ -148,7 +148,8 @@ class Deployer:
             self._commit(st)
             raise DeployRefused(refusal)
 
-        cand = st.live.other if st.live else Slot.BLUE
+        live = st.live
+        cand = live.other if live else Slot.BLUE
         dep = uuid.uuid4().hex[:8]
         token = f"{socket.gethostname()}:{os.getpid()}:{dep}"
         held = st.slots[cand].state not in (_S.EMPTY, _S.RETIRED)
@@ -166,8 +167,20 @@ class Deployer:
             self.switch.route(current.weights)  # {} too: an aborted first deployment serves nothing
             return DeployResult(False, version, cand, "aborted by another process", current)
         except Exception as exc:
-            reason = f"switch error: {type(exc).__name__}: {exc}"
-            st = self._abort(dep, reason)
+            source = "deploy state" if isinstance(exc, StateStoreError) else "switch"
+            reason = f"{source} error: {type(exc).__name__}: {exc}"
+            try:
+                st = self._abort(dep, reason)
+            except StateStoreError as down:
+                # The store is away (the likely cause of ``exc`` too), and _abort routes only what
+                # it can load. Users must not stay on an unpromoted version: route back from what
+                # this process knows, and leave the closing of the deployment to `rollback`.
+                self.switch.route({live: 1.0} if live is not None else {})
+                raise StateStoreError(
+                    f"{self.target}: deployment {dep} of {version} failed ({reason}); traffic is "
+                    f"routed back to {live or 'nothing'}, but {down} - run `mlpatterns rollback "
+                    f"{self.target}` once it answers, to close the deployment"
+                ) from exc
             return DeployResult(False, version, cand, reason, st, list(st.gates))
         finally:
             _RUNNING.discard(token)
@@ -269,8 +282,11 @@ class Deployer:
             self._sleep(wait)
             if self._on_bake is not None:
                 self._on_bake(wait)
-            if self.store.load(self.target).deployment != st.deployment:
-                raise _Aborted
+            try:
+                if self.store.load(self.target).deployment != st.deployment:
+                    raise _Aborted
+            except StateStoreError:
+                pass  # a blip: look again at the next poll; promoting needs the store anyway
 
     def _failed(self, st: TargetState, cand: Slot, model: ModelCard, gate: GateResult) -> DeployResult:
         reason = f"{gate.gate} gate failed ({gate.phase}): {gate.detail}"

@@ -11,10 +11,11 @@ Redis (WATCH/MULTI) for deployments driven from several machines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,25 +133,41 @@ class SQLiteStore(StateStore):
 
 
 class RedisStore(StateStore):
-    """Redis store: ``{prefix}:state:{target}`` (JSON) and ``{prefix}:audit:{target}`` (a list)."""
+    """Redis store: ``{prefix}:state:{target}`` (JSON) and ``{prefix}:audit:{target}`` (a list).
 
-    def __init__(self, url: str, prefix: str = "mlpatterns:deploy") -> None:
+    A Redis that does not answer within ``timeout_s`` (down, paused, cut off) raises
+    ``StateStoreError``: the deployer then knows it is the store, not its own logic, that failed.
+    """
+
+    def __init__(self, url: str, prefix: str = "mlpatterns:deploy", timeout_s: float = 5.0) -> None:
         import redis  # lazy: only this store needs the client
 
-        self._redis: Any = redis.Redis.from_url(url, decode_responses=True)
+        self._redis: Any = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._url = url
         self._prefix = prefix
         self._watch_error: type[Exception] = redis.WatchError
+        self._down: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
 
     def _key(self, kind: str, target: str) -> str:
         return f"{self._prefix}:{kind}:{target}"
 
+    @contextlib.contextmanager
+    def _reached(self) -> Iterator[None]:
+        try:
+            yield
+        except self._down as exc:
+            raise StateStoreError(f"the deploy state at {self._url} does not answer: {exc}") from exc
+
     def load(self, target: str) -> TargetState:
-        doc = self._redis.get(self._key("state", target))
+        with self._reached():
+            doc = self._redis.get(self._key("state", target))
         return TargetState.from_json(doc) if doc else TargetState(target)
 
     def _write(self, state: TargetState, expected: int, events: Sequence[AuditEvent]) -> None:
         key = self._key("state", state.target)
-        with self._redis.pipeline() as pipe:
+        with self._reached(), self._redis.pipeline() as pipe:
             try:
                 pipe.watch(key)
                 doc = pipe.get(key)
@@ -169,11 +186,13 @@ class RedisStore(StateStore):
     def audit(self, target: str, limit: int = 20) -> list[AuditEvent]:
         if limit <= 0:  # LRANGE -0 -1 would be the whole list
             return []
-        rows = self._redis.lrange(self._key("audit", target), -limit, -1)
+        with self._reached():
+            rows = self._redis.lrange(self._key("audit", target), -limit, -1)
         return [AuditEvent(**json.loads(r)) for r in rows]
 
     def targets(self) -> list[str]:
-        return sorted(self._redis.smembers(f"{self._prefix}:targets"))
+        with self._reached():
+            return sorted(self._redis.smembers(f"{self._prefix}:targets"))
 
     def ping(self) -> None:
         """Raise ``redis.RedisError`` unless the server answers (the client itself connects lazily)."""

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from shared.deploy import ConflictError, RedisStore, Slot, SlotState, TargetState, open_store
+from shared.deploy import (
+    ConflictError,
+    Deployer,
+    RedisStore,
+    Slot,
+    SlotState,
+    Strategy,
+    TargetState,
+    open_store,
+)
 from shared.deploy.state import AuditEvent, InvariantError
-from tests.shared.deploy.deploy_world import CANARY, Crash, CrashingSwitch, World
+from shared.deploy.store import StateStoreError
+from tests.conftest import PrivateRedis
+from tests.shared.deploy.deploy_world import CANARY, FP, Crash, CrashingSwitch, World, model
 
 
 @pytest.fixture
@@ -80,3 +92,56 @@ def test_deployments_and_crash_recovery_on_redis(redis_url: str, tmp_path: Path)
     reasons = [e.reason for e in restarted.store.audit("t", 50)]
     assert reasons[-1].startswith("recovered: deployment")
     assert "operator rollback" in reasons
+
+
+def _on_redis(server: PrivateRedis, world_path: Path, on_bake: Callable[[int], None]) -> World:
+    """A world whose deploy state is on ``server``; ``on_bake(n)`` runs at the n-th bake wait."""
+    world = World(world_path, store=lambda: RedisStore(server.url, prefix=_prefix(), timeout_s=1.0))
+    waits = iter(range(1, 10_000))
+    clock = world.clock
+    world.deployer = Deployer(
+        "t", world.switch, world.store, FP, world.gates, clock.now, clock.sleep, models=model,
+        on_bake=lambda _: on_bake(next(waits)),
+    )  # fmt: skip
+    return world
+
+
+def test_a_state_store_gone_for_the_rest_of_a_bake_leaves_traffic_on_the_live_version(
+    private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    """The candidate had all the traffic when Redis died; the deployer cannot record anything, but
+    it routes back to the live colour from memory and says how to close the deployment."""
+    armed = {"kill": False}
+
+    def kill_at_second_wait(n: int) -> None:
+        if armed["kill"] and n >= 2:
+            private_redis.stop()
+
+    world = _on_redis(private_redis, tmp_path / "w", kill_at_second_wait)
+    assert world.deploy("v1").ok
+    armed["kill"] = True
+    with pytest.raises(StateStoreError, match=r"traffic is routed back to blue.*mlpatterns rollback t"):
+        world.deploy("v2", Strategy.all_at_once(bake_s=4, poll_s=1))
+    assert world.switch.weights == {Slot.BLUE: 1.0}
+    assert world.served_by() == {"v1"}
+
+
+def test_a_state_store_that_stalls_for_a_poll_does_not_end_the_bake(
+    private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    """Redis paused (it accepts and never answers) through one poll of the bake: the poll's check
+    times out, the bake goes on, and the candidate is promoted once Redis answers again."""
+    armed = {"on": False}
+
+    def stall_one_poll(n: int) -> None:
+        if armed["on"] and n == 1:
+            private_redis.pause()
+        elif armed["on"] and n == 2:
+            private_redis.resume()
+
+    world = _on_redis(private_redis, tmp_path / "w", stall_one_poll)
+    assert world.deploy("v1").ok
+    armed["on"] = True
+    result = world.deploy("v2", Strategy.all_at_once(bake_s=4, poll_s=1))
+    assert result.ok, result.reason
+    assert world.store.load("t").live_version == "v2" and world.served_by() == {"v2"}
