@@ -58,6 +58,14 @@ _PATTERNS = ("rest_api", "batch_db", "streaming")
 )
 @click.option("--no-predictions", is_flag=True, help="Do not recompute predictions with the registry model.")
 @click.option("--strict", is_flag=True, help="Fail the gate when a check could not run, too.")
+@click.option(
+    "--accept-unverified",
+    "accepted",
+    multiple=True,
+    metavar="TEXT",
+    help="Under --strict, accept the rows not run whose name contains TEXT, on purpose (repeatable; "
+    "e.g. coreml: Core ML predicts only on macOS, so its parity cannot run on Linux CI).",
+)
 @click.option("--no-html", is_flag=True, help="Skip the HTML report (plots take a few seconds).")
 @click.option("--no-colour", is_flag=True, help="Plain terminal output.")
 def check(
@@ -70,6 +78,7 @@ def check(
     scores_files: tuple[Path, ...],
     no_predictions: bool,
     strict: bool,
+    accepted: tuple[str, ...],
     no_html: bool,
     no_colour: bool,
 ) -> None:
@@ -111,6 +120,7 @@ def check(
             strict=strict,
             progress=progress,
         )
+        report.accept_unverified = accepted
         nothing_checked = _fail_if_nothing_checked(report)
         bar.set_description("writing reports")
         directory = report_dir or settings.home() / "reports"

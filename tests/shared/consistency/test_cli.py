@@ -29,6 +29,17 @@ def test_clean_traffic_passes_all_checks_and_writes_both_reports(world, serve, h
     strict = CliRunner().invoke(main, ["check", "exports", "--strict", "--no-html"])
     assert strict.exit_code == 1
     assert "consistency gate: FAILED" in strict.output
+    # Unless the rows not run are accepted on purpose (Core ML on a Linux CI, say), by name.
+    mobile = next(f["name"] for f in exports["findings"] if f["status"] == "not_run")
+    accepted = CliRunner().invoke(
+        main, ["check", "exports", "--strict", "--no-html", "--accept-unverified", mobile.split()[0]]
+    )
+    assert accepted.exit_code == 0, accepted.output
+    assert f"accepted unverified (strict): rows naming {mobile.split()[0]}" in accepted.output
+    other = CliRunner().invoke(
+        main, ["check", "exports", "--strict", "--no-html", "--accept-unverified", "coreml"]
+    )
+    assert other.exit_code == 1  # accepting another row does not accept this one
 
 
 def test_skewed_feature_fails_the_gate_unless_the_config_allows_it(world, serve, home) -> None:  # type: ignore[no-untyped-def]
