@@ -32,6 +32,21 @@ class Predictor:
             str(model.artifact("model.onnx")), options, providers=["CPUExecutionProvider"]
         )
         self._input = self._session.get_inputs()[0].name
+        # The contract of an exported classifier (skl2onnx with zipmap=False): an output named
+        # "probabilities" of (n, 2) floats. Checked here, at load, not at the first request.
+        outputs = {o.name: o for o in self._session.get_outputs()}
+        found = outputs.get("probabilities")
+        if (
+            found is None
+            or len(found.shape) != 2
+            or found.shape[1] not in (2, None)
+            or "float" not in found.type
+        ):
+            shapes = ", ".join(f"{o.name} {o.type} {o.shape}" for o in outputs.values())
+            raise ValueError(
+                f"{model.version}: model.onnx must have an output 'probabilities' of (n, 2) floats "
+                f"(skl2onnx: options={{'zipmap': False}}); it has {shapes}"
+            )
         self.n_features = len(model.feature_names)
         self.decision_threshold = model.decision_threshold
 

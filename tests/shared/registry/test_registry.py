@@ -174,3 +174,37 @@ def test_the_decision_threshold_is_the_best_f1_cut() -> None:
     cut, precision, recall = decision_threshold(y, p)
     # Cutting at 0.3 flags 4 flights, 3 of them delayed: F1 6/7, better than any other cut.
     assert (cut, precision, recall) == (0.3, 0.75, 1.0)
+
+
+def test_a_model_without_the_probabilities_output_is_refused_at_load(registry, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An ONNX classifier exported with another output name (or zipmap's list of dicts) would
+    register fine and fail at the first request; the predictor says so when it is built."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    n = len(FLIGHT_FEATURES.names)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["prob"])],
+        "other_output",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [None, n])],
+    )
+    blob = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    onnx.checker.check_model(onnx.load_from_string(blob))
+    good = registry.latest()
+    X, y = good.golden_set()
+    other = Registry(tmp_path / "r").register(
+        {"model.onnx": blob},
+        feature_set=good.feature_set,
+        feature_fingerprint=good.feature_fingerprint,
+        feature_names=good.feature_names,
+        training=good.training,
+        metrics=good.metrics,
+        data_fingerprint=good.data_fingerprint,
+        golden_inputs=X,
+        golden_outputs=y,
+    )
+    with pytest.raises(
+        ValueError, match=r"must have an output 'probabilities' of \(n, 2\) floats.*it has prob"
+    ):
+        Predictor(other)
