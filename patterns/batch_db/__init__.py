@@ -11,9 +11,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from patterns.batch_db.inputs import date_range, validate_inputs
     from patterns.batch_db.publishing import PublishResult, publish_run, retain, rollback, validate_run
     from patterns.batch_db.reader import NotPublished, PredictionReader
-    from patterns.batch_db.scoring import BatchScorer, date_range, validate_inputs
+    from patterns.batch_db.scoring import BatchScorer
     from patterns.batch_db.store import (
         Pointer,
         Prediction,
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 _HOME = {
     "publishing": ("PublishResult", "publish_run", "retain", "rollback", "validate_run"),
     "reader": ("NotPublished", "PredictionReader"),
-    "scoring": ("BatchScorer", "date_range", "validate_inputs"),
+    "inputs": ("date_range", "validate_inputs"),
+    "scoring": ("BatchScorer",),
     "store": ("Pointer", "Prediction", "PredictionTableStore", "RunRecord", "open_store", "row_key"),
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
