@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
@@ -102,13 +103,28 @@ def _predictor(version: str | None) -> Any:
     return Predictor.load(version, running_fingerprint=FLIGHT_FEATURES.fingerprint())
 
 
-def _open(store: str, prefix: str) -> Any:
-    from patterns.batch_db.store import InvalidPrefix, open_store
+def _open(store: str, prefix: str, read: bool = False) -> Any:
+    """The store; ``read``: with the readers' short timeout. A server that is down is the store's
+    ``StoreUnavailable`` (a ``UserError``): one ``Error:`` line naming the address."""
+    from patterns.batch_db.store import InvalidPrefix, open_store, read_timeout_ms
 
     try:
-        return open_store(store, prefix=prefix)
+        return open_store(store, prefix=prefix, **({"timeout_ms": read_timeout_ms()} if read else {}))
     except InvalidPrefix as exc:
         raise click.BadParameter(str(exc), param_hint="'--prefix'") from None
+
+
+@contextlib.contextmanager
+def _stopped(backend: Any, then: str) -> Iterator[None]:
+    """The store went away mid-command: one ``Error:`` line saying what state is left (``then``)."""
+    from patterns.batch_db.store import StoreUnavailable
+
+    try:
+        yield
+    except StoreUnavailable as exc:
+        with contextlib.suppress(Exception):  # stop the writer processes; the connection is dead anyway
+            backend.close()
+        raise click.ClickException(f"{exc}; {then}") from exc
 
 
 @click.group(cls=CommandGroup)
@@ -217,7 +233,8 @@ def score(
         write_batch=chunk,
     )
     began = time.perf_counter()
-    run = scorer.score(dates, force=force)
+    with _stopped(backend, "the run (if begun) is left as 'writing': rerunning `batch score` completes it"):
+        run = scorer.score(dates, force=force)
     rate = run.rows / max(time.perf_counter() - began, 1e-9)
     click.echo(f"run {run.run_id}: {run.rows} rows of {len(dates)} day(s) with {run.version} -> {run.table}")
     if run.detail:
@@ -231,7 +248,8 @@ def score(
     if not publish:
         click.echo(f"  not published; `mlpatterns batch publish {run.run_id}` when ready")
         return
-    result = publish_run(backend, run, max_psi, force=force)
+    with _stopped(backend, f"run {run.run_id} is written: `batch publish {run.run_id}` publishes it"):
+        result = publish_run(backend, run, max_psi, force=force)
     for check in result.checks:
         click.echo(f"  [{'ok' if check.passed else 'FAIL'}] {check.name}: {check.detail}")
     if not result.ok:
@@ -257,7 +275,8 @@ def publish_cmd(run_id: str, store: str, prefix: str, max_psi: float, force: boo
     run = backend.load_run(run_id)
     if run is None:
         raise click.ClickException(f"no run {run_id}")
-    result = publish_run(backend, run, max_psi, force=force)
+    with _stopped(backend, "rerunning `batch publish` is safe (a pointer already moved stays)"):
+        result = publish_run(backend, run, max_psi, force=force)
     for check in result.checks:
         click.echo(f"  [{'ok' if check.passed else 'FAIL'}] {check.name}: {check.detail}")
     if not result.ok:
@@ -280,7 +299,7 @@ def get(flight_id: str | None, date: str | None, limit: int, store: str, prefix:
         flight_date = date_of(flight_id) if flight_id else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'FLIGHT_ID'") from None
-    reader = PredictionReader(_open(store, prefix))
+    reader = PredictionReader(_open(store, prefix, read=True))
     try:
         if flight_id:
             if date and date != flight_date:
@@ -319,7 +338,8 @@ def rollback(date: str | None, start: str | None, end: str | None, store: str, p
     """Move the pointer of --date (or --from/--to) back to the previously live table."""
     backend = _open(store, prefix)
     try:
-        moved = backend.rollback(_dates(date, start, end))
+        with _stopped(backend, "the pointer may have moved: check `batch pointers` before rerunning"):
+            moved = backend.rollback(_dates(date, start, end))
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     for d, p in moved.items():
@@ -331,7 +351,7 @@ def rollback(date: str | None, start: str | None, end: str | None, store: str, p
 @_PREFIX
 def runs(store: str, prefix: str) -> None:
     """List scoring runs: status, dates, model, rows, quarantined."""
-    backend = _open(store, prefix)
+    backend = _open(store, prefix, read=True)
     live = backend.live_tables()
     for r in backend.runs():
         span = r.dates[0] if len(r.dates) == 1 else f"{r.dates[0]}..{r.dates[-1]}"
@@ -347,7 +367,7 @@ def runs(store: str, prefix: str) -> None:
 @_PREFIX
 def pointers(store: str, prefix: str) -> None:
     """Show each date's live table and its rollback history."""
-    for d, p in _open(store, prefix).pointers().items():
+    for d, p in _open(store, prefix, read=True).pointers().items():
         click.echo(f"{d}  {p.table or '(unpublished)'}  history={len(p.history)}")
 
 
@@ -357,7 +377,7 @@ def pointers(store: str, prefix: str) -> None:
 @_PREFIX
 def quarantine(run_id: str, store: str, prefix: str) -> None:
     """Show the input rows a run quarantined and why."""
-    backend = _open(store, prefix)
+    backend = _open(store, prefix, read=True)
     if backend.load_run(run_id) is None:
         raise click.ClickException(f"no run {run_id!r} (see `mlpatterns batch runs`)")
     for fid, reason, request in backend.quarantined(run_id):

@@ -10,6 +10,13 @@ Layout (``<prefix>`` namespaces a checkout or a test):
   ``run:<id>`` (family ``r``), ``meta:<key>`` (family ``m``) and ``q:<run>|<flight_id>`` (family
   ``q``: quarantined inputs). A publish is one ``put`` on the ``pointers`` row: HBase applies all
   columns of a single-row mutation atomically, so every date of a run moves together.
+
+Outages: a call that meets a transport error (refused, reset, broken pipe, timed out) marks the
+connection stale, and the next call opens a new one, so a Thrift restart is survived. Reads are
+idempotent and are tried once more on a new connection; writes are never retried here, because a
+write whose answer was lost may have been applied: retrying a pointer put could undo a publish that
+another process made in between. Either way a failure is one ``StoreUnavailable`` naming the server.
+Every write has an idempotent recovery one level up (rerun ``batch score``, rerun ``batch publish``).
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +39,7 @@ from patterns.batch_db.store import (
     Prediction,
     PredictionTableStore,
     RunRecord,
+    StoreUnavailable,
     checked_prefix,
     date_of,
     prediction_table_pattern,
@@ -41,6 +50,9 @@ __all__ = ["HBaseStore"]
 
 _P = b"s:p"
 _POINTERS = b"pointers"
+#: The scorer's writes: a mutateRows of thousands of rows may take long on a busy region server.
+WRITE_TIMEOUT_MS = 120_000
+_T = TypeVar("_T")
 
 
 class HBaseStore(PredictionTableStore):
@@ -51,6 +63,9 @@ class HBaseStore(PredictionTableStore):
     connection, put prediction rows in parallel. Processes rather than threads: encoding Thrift
     mutations is Python work, and in threads it would fight the scorer's feature maths for the GIL.
     They start on ``begin_writes`` (the scorer calls it first, so their start-up overlaps scoring).
+
+    ``timeout_ms`` bounds every socket call: readers pass ``store.read_timeout_ms()`` (a few seconds)
+    so a paused server fails a lookup quickly instead of after the writers' two minutes.
     """
 
     def __init__(
@@ -59,10 +74,11 @@ class HBaseStore(PredictionTableStore):
         port: int | None = None,
         prefix: str = "mlp",
         batch_size: int = 2000,
-        timeout_ms: int = 120_000,
+        timeout_ms: int = WRITE_TIMEOUT_MS,
         writers: int | None = None,
     ) -> None:
         import happybase
+        from thriftpy2.transport import TTransportException
 
         from shared import settings
 
@@ -77,16 +93,15 @@ class HBaseStore(PredictionTableStore):
         self.batch_size = batch_size
         self.writers = writers
         self._address = (host, port, timeout_ms)
-        self._conn = happybase.Connection(host, port, timeout=timeout_ms, autoconnect=True)
+        # BrokenPipe, ConnectionReset/Refused and socket timeouts are all OSError.
+        self._broken: tuple[type[Exception], ...] = (TTransportException, OSError)
+        self._conn = happybase.Connection(host, port, timeout=timeout_ms, autoconnect=False)
+        self._stale = True  # opened by the first call, which reports a server that is down
         self._pool: ProcessPoolExecutor | None = None
         self._meta_name = f"{prefix}_batch_meta"
-        if self._meta_name.encode() not in self._conn.tables():
-            with contextlib.suppress(Exception):  # AlreadyExists when another process raced us
-                self._conn.create_table(
-                    self._meta_name, {"p": {"max_versions": 1}, "r": {"max_versions": 1},
-                                      "m": {"max_versions": 1}, "q": {"max_versions": 1}}
-                )  # fmt: skip
-        self._meta = self._conn.table(self._meta_name)
+        self._meta = self._conn.table(self._meta_name)  # a handle: it uses whatever _conn holds
+        if self._meta_name.encode() not in self._read(self._conn.tables):
+            self._create(self._meta_name, ["p", "r", "m", "q"])
 
     @property
     def connection(self) -> Any:
@@ -96,21 +111,73 @@ class HBaseStore(PredictionTableStore):
     def _check(self, name: str) -> str:
         return self._prediction_table(name)
 
+    # -- connection: reopened after a transport error ----------------------------------------------
+
+    def _reopen(self) -> None:
+        # A new socket and client on the same Connection: happybase tables look up
+        # ``connection.client`` on every call, so ``self._meta`` follows (as in happybase's pool).
+        with contextlib.suppress(*self._broken):  # the old socket is dead: closing it may fail too
+            self._conn.close()
+        self._conn._refresh_thrift_client()
+        self._conn.open()
+        self._stale = False
+
+    def _unavailable(self, exc: BaseException, then: str = "") -> StoreUnavailable:
+        host, port, _ = self._address
+        cause = getattr(exc, "message", None) or str(exc) or "no detail"
+        what = f"{type(exc).__name__}: {cause}"
+        return StoreUnavailable(f"HBase Thrift at {host}:{port} is unavailable ({what}){then}")
+
+    def _read(self, call: Callable[[], _T]) -> _T:
+        """``call()``, tried once more on a new connection after a transport error (reads only)."""
+        try:
+            if self._stale:
+                self._reopen()
+            return call()
+        except self._broken:
+            self._stale = True
+        try:
+            self._reopen()
+            return call()
+        except self._broken as exc:
+            self._stale = True
+            raise self._unavailable(exc) from exc
+
+    def _write(self, call: Callable[[], _T]) -> _T:
+        """``call()`` once: its answer lost, a write may still have been applied (see the module doc)."""
+        try:
+            if self._stale:
+                self._reopen()  # nothing was sent yet: reconnecting is not a retry
+            return call()
+        except self._broken as exc:
+            self._stale = True
+            raise self._unavailable(exc, "; the write may or may not have been applied") from exc
+
+    def _create(self, name: str, families: Sequence[str]) -> None:
+        def create() -> None:
+            try:
+                self._conn.create_table(name, {f: {"max_versions": 1} for f in families})
+            except self._broken:
+                raise
+            except Exception:  # AlreadyExists when another process raced us
+                pass
+
+        self._write(create)
+
     # -- prediction tables --------------------------------------------------------------------------
 
     def create_table(self, name: str) -> None:
-        # Checked outside the suppress: a name the store would never list is a caller's bug.
+        # Checked first: a name the store would never list is a caller's bug.
         if self._check(name) not in self.tables():
-            with contextlib.suppress(Exception):  # AlreadyExists when another process raced us
-                self._conn.create_table(name, {"s": {"max_versions": 1}})
+            self._create(name, ["s"])
 
     def drop_table(self, name: str) -> None:
         if self._check(name) in self.tables():
-            self._conn.delete_table(name, disable=True)
+            self._write(lambda: self._conn.delete_table(name, disable=True))
 
     def tables(self) -> list[str]:
         pattern = prediction_table_pattern(self.prefix)
-        return sorted(n for n in (t.decode() for t in self._conn.tables()) if pattern.fullmatch(n))
+        return sorted(n for n in (t.decode() for t in self._read(self._conn.tables)) if pattern.fullmatch(n))
 
     def begin_writes(self) -> None:
         if self.writers > 1 and self._pool is None:
@@ -131,7 +198,7 @@ class HBaseStore(PredictionTableStore):
         tail = f"|{meta['version']}|{meta['fingerprint']}|{meta['run_id']}".encode()
         ids, values = list(flight_ids), scores.tolist()
         if self.writers == 1:
-            _put(self._conn, table, ids, values, tail, self.batch_size)
+            self._write(lambda: _put(self._conn, table, ids, values, tail, self.batch_size))
             return
         self.begin_writes()
         assert self._pool is not None
@@ -141,17 +208,28 @@ class HBaseStore(PredictionTableStore):
                               values[i * n // k : (i + 1) * n // k], tail)
             for i in range(k)
         ]  # fmt: skip
-        for f in futures:
-            f.result()  # the first failure fails the run: its pointer never moves
+        try:
+            for f in futures:
+                f.result()  # the first failure fails the run: its pointer never moves
+        except (*self._broken, BrokenProcessPool) as exc:  # type: ignore[misc]
+            # Workers with dead connections (or a dead worker) are of no further use: the next
+            # ``begin_writes`` starts fresh ones.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            raise self._unavailable(exc, "; writes to the run's table stopped") from exc
 
     def get_prediction(self, table: str, flight_id: str) -> Prediction | None:
-        row = self._conn.table(self._check(table)).row(row_key(flight_id).encode(), columns=[_P])
+        t = self._conn.table(self._check(table))
+        row = self._read(lambda: t.row(row_key(flight_id).encode(), columns=[_P]))
         if not row:
             return None
         score, version, fingerprint, run_id = _cell(row[_P])
         return Prediction(flight_id, _float(score), version, fingerprint, run_id, table)
 
     def scores(self, table: str, dates: Sequence[str] | None = None) -> np.ndarray:
+        return self._read(lambda: self._scores(table, dates))  # a broken scan restarts from the top
+
+    def _scores(self, table: str, dates: Sequence[str] | None) -> np.ndarray:
         t = self._conn.table(self._check(table))
         prefixes: list[bytes | None] = [None]
         if dates is not None:
@@ -164,6 +242,9 @@ class HBaseStore(PredictionTableStore):
         return np.asarray(values, dtype=np.float64)
 
     def scores_by_date(self, table: str) -> dict[str, np.ndarray]:
+        return self._read(lambda: self._scores_by_date(table))
+
+    def _scores_by_date(self, table: str) -> dict[str, np.ndarray]:
         by_day: dict[bytes, list[float]] = {}
         for key, data in self._conn.table(self._check(table)).scan(columns=[_P], batch_size=5000):
             # ``<salt>|YYYYMMDD-...``: the day is the 8 bytes after the one-digit salt.
@@ -173,20 +254,21 @@ class HBaseStore(PredictionTableStore):
     # -- runs, quarantine, meta -------------------------------------------------------------------------
 
     def save_run(self, run: RunRecord) -> None:
-        self._meta.put(f"run:{run.run_id}".encode(), {b"r:doc": run.to_json().encode()})
+        self._write(lambda: self._meta.put(f"run:{run.run_id}".encode(), {b"r:doc": run.to_json().encode()}))
 
     def load_run(self, run_id: str) -> RunRecord | None:
-        row = self._meta.row(f"run:{run_id}".encode(), columns=[b"r:doc"])
+        row = self._read(lambda: self._meta.row(f"run:{run_id}".encode(), columns=[b"r:doc"]))
         return RunRecord.from_json(row[b"r:doc"].decode()) if row else None
 
     def runs(self) -> list[RunRecord]:
-        records = [
-            RunRecord.from_json(d[b"r:doc"].decode())
-            for _, d in self._meta.scan(row_prefix=b"run:", columns=[b"r:doc"])
-        ]
+        rows = self._read(lambda: list(self._meta.scan(row_prefix=b"run:", columns=[b"r:doc"])))
+        records = [RunRecord.from_json(d[b"r:doc"].decode()) for _, d in rows]
         return sorted(records, key=lambda r: (r.created, r.run_id))
 
     def quarantine(self, run_id: str, rows: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
+        self._write(lambda: self._quarantine(run_id, rows))
+
+    def _quarantine(self, run_id: str, rows: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
         with self._meta.batch(batch_size=self.batch_size) as b:
             for fid, reason, request in rows:
                 doc = json.dumps(dict(request), default=str).encode()
@@ -195,21 +277,21 @@ class HBaseStore(PredictionTableStore):
     def quarantined(self, run_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         return [
             (k.decode().split("|", 1)[1], d[b"q:reason"].decode(), json.loads(d[b"q:request"]))
-            for k, d in self._scan_quarantine(run_id)
+            for k, d in self._read(lambda: list(self._scan_quarantine(run_id)))
         ]
 
     def _scan_quarantine(self, run_id: str) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
         yield from self._meta.scan(row_prefix=f"q:{run_id}|".encode(), columns=[b"q"])
 
     def get_meta(self, key: str) -> str | None:
-        row = self._meta.row(f"meta:{key}".encode(), columns=[b"m:v"])
+        row = self._read(lambda: self._meta.row(f"meta:{key}".encode(), columns=[b"m:v"]))
         return row[b"m:v"].decode() if row else None
 
     def set_meta(self, key: str, value: str | None) -> None:
         if value is None:
-            self._meta.delete(f"meta:{key}".encode())
+            self._write(lambda: self._meta.delete(f"meta:{key}".encode()))
         else:
-            self._meta.put(f"meta:{key}".encode(), {b"m:v": value.encode()})
+            self._write(lambda: self._meta.put(f"meta:{key}".encode(), {b"m:v": value.encode()}))
 
     # -- pointers -----------------------------------------------------------------------------------------
 
@@ -217,12 +299,14 @@ class HBaseStore(PredictionTableStore):
         columns = None if dates is None else [f"p:{d}".encode() for d in dates]
         if columns == []:
             return {}
-        row = self._meta.row(_POINTERS, columns=columns or [b"p"])
+        row = self._read(lambda: self._meta.row(_POINTERS, columns=columns or [b"p"]))
         return {k.decode()[2:]: v.decode() for k, v in row.items()}
 
     def _write_pointers(self, cells: Mapping[str, str]) -> None:
-        # One put on one row = one atomic mutateRow: all dates move together.
-        self._meta.put(_POINTERS, {f"p:{d}".encode(): v.encode() for d, v in cells.items()})
+        # One put on one row = one atomic mutateRow: all dates move together. Not retried: between a
+        # lost answer and a retry another publisher may have moved the pointer, which the retry undoes.
+        encoded = {f"p:{d}".encode(): v.encode() for d, v in cells.items()}
+        self._write(lambda: self._meta.put(_POINTERS, encoded))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -244,6 +328,7 @@ _writer: dict[str, Any] = {}
 
 def _open_writer(host: str, port: int, timeout_ms: int, batch_size: int) -> None:
     import happybase
+    from thriftpy2.transport import TTransportException
 
     parent = os.getppid()
 
@@ -255,8 +340,13 @@ def _open_writer(host: str, port: int, timeout_ms: int, batch_size: int) -> None
         os._exit(1)
 
     threading.Thread(target=exit_with_parent, name="exit-with-parent", daemon=True).start()
-    _writer["conn"] = happybase.Connection(host, port, timeout=timeout_ms, autoconnect=True)
     _writer["batch"] = batch_size
+    try:
+        _writer["conn"] = happybase.Connection(host, port, timeout=timeout_ms, autoconnect=True)
+    except (TTransportException, OSError) as exc:
+        # Raised here, the pool would print the worker's traceback on the scorer's terminal: the
+        # first shard raises it instead, and the scorer reports it as ``StoreUnavailable``.
+        _writer["error"] = exc
 
 
 def _ready() -> bool:
@@ -264,6 +354,8 @@ def _ready() -> bool:
 
 
 def _write_shard(table: str, ids: list[str], values: list[float], tail: bytes) -> None:
+    if "error" in _writer:
+        raise _writer["error"]
     _put(_writer["conn"], table, ids, values, tail, _writer["batch"])
 
 

@@ -7,9 +7,16 @@ being written is invisible until a pointer names it.
 
 from __future__ import annotations
 
-from patterns.batch_db.store import Prediction, PredictionTableStore, date_of, open_store
+from patterns.batch_db.store import (
+    Prediction,
+    PredictionTableStore,
+    StoreUnavailable,
+    date_of,
+    open_store,
+    read_timeout_ms,
+)
 
-__all__ = ["NotPublished", "PredictionReader"]
+__all__ = ["NotPublished", "PredictionReader", "StoreUnavailable"]
 
 
 class NotPublished(LookupError):
@@ -17,10 +24,16 @@ class NotPublished(LookupError):
 
 
 class PredictionReader:
-    """``PredictionReader(store).get("20130101-UA1545-EWR-0515")`` -> ``Prediction`` or None."""
+    """``PredictionReader(store).get("20130101-UA1545-EWR-0515")`` -> ``Prediction`` or None.
 
-    def __init__(self, store: PredictionTableStore | None = None) -> None:
-        self.store = store or open_store()
+    Without ``store`` it opens the default one (``open_store``) with the short reader timeout:
+    ``timeout`` seconds, else ``$MLPATTERNS_HBASE_READ_TIMEOUT`` (see ``store.read_timeout_ms``).
+    A server that is down or stops answering raises ``StoreUnavailable``; a Thrift restart is
+    survived (the HBase store reconnects and retries a read once).
+    """
+
+    def __init__(self, store: PredictionTableStore | None = None, *, timeout: float | None = None) -> None:
+        self.store = store or open_store(timeout_ms=read_timeout_ms(timeout))
 
     def table_for(self, date: str) -> str:
         """The live table of an ISO date (raises ``NotPublished``)."""

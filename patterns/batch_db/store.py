@@ -42,11 +42,13 @@ __all__ = [
     "Prediction",
     "PredictionTableStore",
     "RunRecord",
+    "StoreUnavailable",
     "checked_prefix",
     "date_of",
     "open_store",
     "prediction_table",
     "prediction_table_pattern",
+    "read_timeout_ms",
     "row_key",
     "salt",
 ]
@@ -65,6 +67,31 @@ FLIGHT_ID_PATTERN = r"\d{8}-[A-Z0-9]+-[A-Z]{3}-\d{4}"
 
 class InvalidPrefix(UserError, ValueError):
     """A table prefix the store cannot use in a table name (a caller's mistake, not a bug)."""
+
+
+class StoreUnavailable(UserError):
+    """The store's server could not be reached or stopped answering (after the one retry of a read).
+
+    A ``UserError``: not a bug of the code but a server to start or a port to fix, so a command
+    prints its message (which names the address and the cause) as one ``Error:`` line.
+    """
+
+
+#: Seconds a reader waits for one HBase answer unless ``MLPATTERNS_HBASE_READ_TIMEOUT`` says
+#: otherwise: a point read takes milliseconds, and a paused server should fail the lookup quickly.
+READ_TIMEOUT_S = 5.0
+
+
+def read_timeout_ms(seconds: float | None = None) -> int:
+    """The socket timeout of readers, in ms: ``seconds``, else ``$MLPATTERNS_HBASE_READ_TIMEOUT``
+    (seconds, default ``READ_TIMEOUT_S``). Writers keep ``HBaseStore``'s long default."""
+    from shared import settings
+
+    if seconds is None:
+        seconds = settings.env_float("MLPATTERNS_HBASE_READ_TIMEOUT", READ_TIMEOUT_S, 0.01, 3600)
+    if not seconds > 0:  # 0 would mean "no timeout" to the Thrift socket
+        raise ValueError(f"read timeout must be > 0 seconds, got {seconds}")
+    return max(1, round(seconds * 1000))
 
 
 _PREFIX = re.compile(r"[A-Za-z0-9_]+")
@@ -333,6 +360,9 @@ class PredictionTableStore(ABC):
 
 def open_store(kind: str | None = None, *, prefix: str = "mlp", **options: Any) -> PredictionTableStore:
     """``hbase`` (host/port from settings unless given) or ``sqlite`` (``path`` or the default file).
+
+    ``options`` go to the store: for HBase e.g. ``timeout_ms=read_timeout_ms()`` for a reader
+    (SQLite ignores everything but ``path``).
 
     The default kind is ``$MLPATTERNS_BATCH_STORE`` or ``sqlite`` (the embedded quick start).
     """
