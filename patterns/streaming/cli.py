@@ -75,6 +75,21 @@ def _registered(registry: Registry, version: str | None, hint: str = "") -> str:
         raise UserError(f"{exc}{hint}") from None
 
 
+def _require_kafka(bootstrap: str) -> None:
+    """One ``Error:`` line when Kafka cannot be reached, not a client's traceback 30 s later."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        KafkaAdminClient(bootstrap_servers=bootstrap, bootstrap_timeout_ms=5000, client_id="mlp-cli").close()
+    except (KafkaError, OSError, ValueError) as exc:
+        raise _unreachable(bootstrap, exc) from None
+
+
+def _unreachable(bootstrap: str, exc: BaseException) -> click.ClickException:
+    return click.ClickException(f"Kafka at {bootstrap} does not answer ({exc})")
+
+
 @click.group(cls=CommandGroup)
 def stream() -> None:
     """Streaming pattern: Kafka in, stateful features, micro-batched ONNX predictions out.
@@ -154,6 +169,7 @@ def work(
 ) -> None:
     """Run one worker of VERSION's consumer group (<prefix>.worker.<version>) until SIGTERM."""
     from patterns.streaming.messages import Topics
+    from patterns.streaming.retry import transient_errors
     from patterns.streaming.worker import StreamWorker
     from shared.example.flights import FLIGHT_FEATURES
     from shared.predictor import Predictor
@@ -161,11 +177,16 @@ def work(
     from shared.registry import Registry
 
     models = Registry(registry)
-    predictor = Predictor.load(_registered(models, version), models, FLIGHT_FEATURES.fingerprint())
-    worker = StreamWorker(
-        predictor, bootstrap, Topics(prefix), cutoff=cutoff, max_batch=max_batch,
-        predlog=None if no_log else PredictionLog("streaming"), session_timeout_s=session_timeout,
-    )  # fmt: skip
+    chosen = _registered(models, version)
+    _require_kafka(bootstrap)  # before the model loads; once running, the worker waits outages out
+    predictor = Predictor.load(chosen, models, FLIGHT_FEATURES.fingerprint())
+    try:
+        worker = StreamWorker(
+            predictor, bootstrap, Topics(prefix), cutoff=cutoff, max_batch=max_batch,
+            predlog=None if no_log else PredictionLog("streaming"), session_timeout_s=session_timeout,
+        )  # fmt: skip
+    except transient_errors() as exc:  # gone between the check and the worker's clients
+        raise _unreachable(bootstrap, exc) from None
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     click.echo(f"worker {predictor.version} consuming {prefix}.events", err=True)
@@ -194,8 +215,13 @@ def read(prefix: str, bootstrap: str, limit: int | None, idle_exit: float) -> No
 
     from patterns.streaming.messages import Topics
     from patterns.streaming.reader import PredictionReader
+    from patterns.streaming.retry import transient_errors
 
-    reader = PredictionReader(bootstrap, Topics(prefix))
+    _require_kafka(bootstrap)  # once reading, the reader waits outages out (until --idle-exit)
+    try:
+        reader = PredictionReader(bootstrap, Topics(prefix))
+    except transient_errors() as exc:
+        raise _unreachable(bootstrap, exc) from None
     served, idle = 0, time.monotonic()
     try:
         while (limit is None or served < limit) and time.monotonic() - idle < idle_exit:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from patterns.streaming.messages import Topics, ensure_topics, producer
+from patterns.streaming.retry import CALL_TIMEOUT_MS, RECONNECT, Outage, transient_errors
 
 __all__ = ["Control", "ControlFollower", "PredictionReader", "Route", "Served"]
 
@@ -90,14 +91,15 @@ class ControlFollower:
 
         self._tp = TopicPartition(topics.control, 0)
         self._consumer = KafkaConsumer(
-            allow_auto_create_topics=False, bootstrap_servers=bootstrap, enable_auto_commit=False
+            allow_auto_create_topics=False, bootstrap_servers=bootstrap, enable_auto_commit=False, **RECONNECT
         )
         self._consumer.assign([self._tp])
         self._consumer.seek_to_beginning(self._tp)
         self.route = Route(None, None)
 
     def poll(self, timeout_ms: int = 0, to_end: bool = False) -> Route:
-        end = self._consumer.end_offsets([self._tp])[self._tp] if to_end else None
+        # A bounded wait: during an outage the caller hears of it in seconds, not after 30.
+        end = self._consumer.end_offsets([self._tp], CALL_TIMEOUT_MS)[self._tp] if to_end else None
         while True:
             for msgs in self._consumer.poll(timeout_ms=timeout_ms).values():
                 for m in msgs:
@@ -122,7 +124,7 @@ class PredictionReader:
         self.horizon_s = horizon_s
         self._control = ControlFollower(bootstrap, topics)
         self._consumer = KafkaConsumer(
-            allow_auto_create_topics=False, bootstrap_servers=bootstrap, enable_auto_commit=False
+            allow_auto_create_topics=False, bootstrap_servers=bootstrap, enable_auto_commit=False, **RECONNECT
         )
         self.route = Route(None, None)
         self.switches: list[Route] = []
@@ -132,8 +134,19 @@ class PredictionReader:
         self.duplicates_dropped = 0
         self.control_check_s = 0.5
         self._next_check = 0.0
+        self._outage = Outage("reader")
 
     def poll(self, timeout_ms: int = 200) -> list[Served]:
+        """The predictions that arrived; ``[]`` (after a backoff) while Kafka does not answer."""
+        try:
+            out = self._poll(timeout_ms)
+        except transient_errors() as exc:
+            time.sleep(self._outage.failed("poll", exc))
+            return []
+        self._outage.ok()
+        return out
+
+    def _poll(self, timeout_ms: int) -> list[Served]:
         # Read the control topic to its end at least every ``control_check_s``: a reader never
         # serves from a topic whose replacement was published longer ago than that.
         check = time.monotonic() >= self._next_check
@@ -173,10 +186,9 @@ class PredictionReader:
         if route.topic == self.route.topic:  # re-published (e.g. deploy recovery): keep reading
             self.route = route
             return
-        self.route = route
-        self.switches.append(route)
         if route.topic is None:
             self._consumer.assign([])
+            self._adopt(route)
             return
         n = len(self._consumer.partitions_for_topic(self.topics.events) or ()) or 1
         ensure_topics(self.bootstrap, {route.topic: n})
@@ -185,14 +197,21 @@ class PredictionReader:
         served = self.served_until
         targets = {tp: (served[tp.partition] - 1) * 1000 for tp in tps if tp.partition in served}
         # End offsets first: whatever the new worker appends after this snapshot is read.
-        ends = self._consumer.end_offsets(tps)
-        found = self._consumer.offsets_for_times(targets) if targets else {}
+        ends = self._consumer.end_offsets(tps, CALL_TIMEOUT_MS)
+        found = self._consumer.offsets_for_times(targets, CALL_TIMEOUT_MS) if targets else {}
         for tp in tps:
             if tp not in targets:
                 self._consumer.seek_to_beginning(tp)
             else:
                 hit = found.get(tp)
                 self._consumer.seek(tp, ends[tp] if hit is None else hit.offset)
+        self._adopt(route)
+
+    def _adopt(self, route: Route) -> None:
+        # Last in ``_follow``: a switch cut short by an outage is not taken as done, the next poll
+        # follows it again from the start (reading the new topic from a default position loses).
+        self.route = route
+        self.switches.append(route)
 
     def follow(self, stop: Callable[[], bool] = lambda: False) -> Iterator[Served]:
         while not stop():

@@ -39,6 +39,7 @@ from patterns.streaming.messages import (
     ensure_topics,
     producer,
 )
+from patterns.streaming.retry import CALL_TIMEOUT_MS, RECONNECT, Outage, Stopped
 from shared.example.flights import REQUEST_FIELDS
 from shared.features import StreamingExecutor
 from shared.predictor import Predictor
@@ -50,6 +51,9 @@ __all__ = ["History", "StreamWorker", "WorkerStats"]
 #: every request inside the executor's allowed lateness (1 h) of the watermark: exact answers.
 _MAX_SKEW_S = 1800
 _PROBE_EVERY_S = 0.5
+#: A produce waits out a broker outage this long (retried by the client, in order); only past it
+#: do its futures fail, and the worker then stops without committing the batch.
+_DELIVERY_TIMEOUT_MS = 3_600_000
 
 
 def _freeze_long_lived() -> None:
@@ -126,7 +130,12 @@ class StreamWorker:
                 topics.probe_replies: 1,
             },
         )
-        self._producer = producer(bootstrap, f"mlp-worker-{self.version}", linger_ms=1)
+        self._producer = producer(
+            bootstrap, f"mlp-worker-{self.version}", linger_ms=1, delivery_timeout_ms=_DELIVERY_TIMEOUT_MS,
+            **RECONNECT,
+        )  # fmt: skip
+        self._outage = Outage(f"worker {self.version}")
+        self._stop: Callable[[], bool] = lambda: False
         worker = self
 
         class _Listener(ConsumerRebalanceListener):
@@ -154,10 +163,11 @@ class StreamWorker:
             # heartbeats (from a background thread) come three times in that span.
             session_timeout_ms=int(session_timeout_s * 1000),
             heartbeat_interval_ms=min(3000, int(session_timeout_s * 1000 / 3)),
+            **RECONNECT,
         )
         self._consumer.subscribe([topics.events], listener=_Listener())
         self._probes = KafkaConsumer(
-            allow_auto_create_topics=False, bootstrap_servers=bootstrap, enable_auto_commit=False
+            allow_auto_create_topics=False, bootstrap_servers=bootstrap, enable_auto_commit=False, **RECONNECT
         )
         self._probes.assign([probe])
         self._probes.seek_to_end(probe)
@@ -167,14 +177,25 @@ class StreamWorker:
     # -- the loop ------------------------------------------------------------------------------------
 
     def run(self, stop: Callable[[], bool] = lambda: False, idle_exit_s: float | None = None) -> WorkerStats:
-        """Process until ``stop()`` is true (or nothing arrived for ``idle_exit_s`` seconds)."""
+        """Process until ``stop()`` is true (or nothing arrived for ``idle_exit_s`` seconds).
+
+        A Kafka outage is waited out: each call that needs the broker is retried until it answers
+        (or ``stop()``), so a batch is committed once its predictions are acknowledged, not lost.
+        """
         idle_since = time.monotonic()
-        while not stop():
-            if self.step():
-                idle_since = time.monotonic()
-            elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
-                break
+        self._stop = stop
+        try:
+            while not stop():
+                if self.step():
+                    idle_since = time.monotonic()
+                elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                    break
+        except Stopped:
+            pass  # stopped during an outage: the uncommitted batch is re-delivered to the next owner
         return self.stats
+
+    def _retry(self, what: str, call: Callable[[], Any]) -> Any:
+        return self._outage.call(what, call, self._stop)
 
     def step(self, timeout_ms: int = 100) -> int:
         """One poll: process, produce, flush, commit. Returns the number of messages handled."""
@@ -192,14 +213,19 @@ class StreamWorker:
         from kafka.structs import OffsetAndMetadata
 
         self._fresh.discard(tp)
-        committed = self._consumer.committed(tp, metadata=True)
+        committed = self._retry(
+            "committed", lambda: self._consumer.committed(tp, metadata=True, timeout_ms=CALL_TIMEOUT_MS)
+        )
         cutoff = self.cutoff
         if isinstance(committed, OffsetAndMetadata) and committed.metadata:
             cutoff = int(json.loads(committed.metadata)["ts"])
         if cutoff is None:
             self._consumer.seek_to_beginning(tp)
         else:
-            found = self._consumer.offsets_for_times({tp: cutoff * 1000}).get(tp)
+            times = {tp: cutoff * 1000}
+            found = self._retry(
+                "offsets_for_times", lambda: self._consumer.offsets_for_times(times, CALL_TIMEOUT_MS)
+            ).get(tp)
             if found is None:
                 self._consumer.seek_to_end(tp)
             else:
@@ -252,7 +278,7 @@ class StreamWorker:
                 ],
                 model_version=self.version,
             )
-        self._producer.flush()
+        self._flush()
         for f in futures:
             if f.failed():
                 raise RuntimeError(f"produce failed, not committing: {f.exception}")
@@ -369,8 +395,17 @@ class StreamWorker:
             for tp, (off, ts) in commits.items()
             if tp in self._parts
         }
-        if offsets:
-            self._consumer.commit(offsets)
+        if not offsets:
+            return
+        from kafka.errors import CommitFailedError, RebalanceInProgressError
+
+        try:
+            self._retry("commit", lambda: self._consumer.commit(offsets, timeout_ms=CALL_TIMEOUT_MS))
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            # The group moved on while Kafka was away: retrying cannot succeed, the next poll rejoins
+            # and the partitions' new owner (maybe this process) re-reads from the last commit.
+            print(f"worker {self.version}: commit refused ({exc}); the batch will be re-read",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
     def _answer_probes(self) -> None:
         """Score feature matrices sent by the deploy switch (golden set, readiness) with this model."""
@@ -385,7 +420,11 @@ class StreamWorker:
                     reply = {"error": f"{type(exc).__name__}: {exc}"}
                 reply |= {"id": m.key.decode() if m.key else "", "version": self.version}
                 self._producer.send(self.topics.probe_replies, json.dumps(reply).encode(), key=m.key)
-        self._producer.flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        # With a timeout: a flush blocked by an outage gets logged and lets ``stop()`` be checked.
+        self._retry("flush", lambda: self._producer.flush(timeout=CALL_TIMEOUT_MS / 1000))
 
     def close(self) -> None:
         for client in (self._consumer, self._probes):
