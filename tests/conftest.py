@@ -17,16 +17,17 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 from shared import services
 from shared.example.train import TrainingConfig, train
-from shared.registry import Registry
+from shared.registry import ModelVersion, Registry
 from shared.services import Endpoint, ServiceError
 
 
@@ -60,6 +61,26 @@ def nginx_server() -> Endpoint:
     """nginx: ``url`` is ``http://127.0.0.1:<port>``; ``extra["conf_d"]`` is the include directory
     (see ``shared.services.nginx.conf_dir()`` and ``reload()``)."""
     return _up("nginx")
+
+
+def register_copy(
+    registry: Registry, src: ModelVersion, artifacts: Mapping[str, Path | bytes] | None = None, **changes: Any
+) -> ModelVersion:
+    """``src`` registered again in ``registry``: its artifacts (or ``artifacts``) and its manifest,
+    with ``changes`` to the manifest (``feature_fingerprint=``, ``feature_names=``, ...)."""
+    X, y = src.golden_set()
+    manifest: dict[str, Any] = {
+        "feature_set": src.feature_set,
+        "feature_fingerprint": src.feature_fingerprint,
+        "feature_names": src.feature_names,
+        "training": src.training,
+        "metrics": src.metrics,
+        "data_fingerprint": src.data_fingerprint,
+        "golden_inputs": X,
+        "golden_outputs": y,
+    }
+    files = artifacts or {name: src.artifact(name) for name in src.artifacts if name != "golden.npz"}
+    return registry.register(files, **(manifest | changes))
 
 
 def free_port() -> int:

@@ -15,6 +15,7 @@ from shared.example.flights import FLIGHT_FEATURES
 from shared.features import OfflineExecutor
 from shared.predictor import Predictor
 from shared.registry import FingerprintMismatch, Registry
+from tests.conftest import register_copy
 
 from .conftest import DAY
 
@@ -27,18 +28,12 @@ REVERSED = dataclasses.replace(
 def _registered_for_reversed(src: Predictor, root: Path) -> Predictor:
     """``src``'s model registered again as trained on ``REVERSED`` (its scores are then nonsense,
     but every column must reach it in the reversed order the registration claims)."""
-    model = src.model
-    X, y = model.golden_set()
-    version = Registry(root).register(
-        {"model.onnx": model.artifact("model.onnx")},
+    version = register_copy(
+        Registry(root),
+        src.model,
         feature_set=REVERSED.name,
         feature_fingerprint=REVERSED.fingerprint(),
         feature_names=REVERSED.names,
-        training=model.training,
-        metrics=model.metrics,
-        data_fingerprint=model.data_fingerprint,
-        golden_inputs=X,
-        golden_outputs=y,
     )
     return Predictor(version, REVERSED.fingerprint())
 

@@ -12,6 +12,7 @@ from patterns.mobile.export import FILES, build_artifact, check_artifact, export
 from patterns.mobile.model import heldout, load_params, predict_tf
 from patterns.mobile.parity import FORMATS, ParityError, ParityReport, compare, render_table
 from shared.registry import ModelVersion
+from tests.conftest import register_copy
 
 HELDOUT = (10,)  # same held-out month as conftest.py
 
@@ -103,18 +104,7 @@ def test_export_refuses_a_model_trained_on_other_inputs(mobile_version: ModelVer
     from shared.registry import FingerprintMismatch
 
     reg = mobile_registry(tmp_path / "registry")
-    inputs, outputs = mobile_version.golden_set()
-    foreign = reg.register(
-        {"weights.npz": mobile_version.artifact("weights.npz").read_bytes()},
-        feature_set=mobile_version.feature_set,
-        feature_fingerprint="0" * 16,
-        feature_names=mobile_version.feature_names,
-        training=mobile_version.training,
-        metrics=mobile_version.metrics,
-        data_fingerprint=mobile_version.data_fingerprint,
-        golden_inputs=inputs,
-        golden_outputs=outputs,
-    )
+    foreign = register_copy(reg, mobile_version, feature_fingerprint="0" * 16)
     home = tmp_path / "home"
     with pytest.raises(FingerprintMismatch, match="0000000000000000"):
         export_version(foreign.version, ["onnx"], registry=reg, home=home, heldout_months=HELDOUT)

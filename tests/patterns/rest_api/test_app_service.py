@@ -27,6 +27,7 @@ from shared.features import EmbeddedStore, OfflineExecutor, OnlineExecutor, Stre
 from shared.predictor import Predictor
 from shared.predlog import PredictionLog, iter_records
 from shared.registry import FingerprintMismatch, ModelVersion, Registry
+from tests.conftest import register_copy
 
 CUTOFF = "2013-03-10T10:00"  # the morning clocks went forward in New York
 
@@ -198,17 +199,12 @@ def test_a_service_on_its_own_feature_set_refuses_other_models_and_logs_its_own_
     with pytest.raises(FingerprintMismatch, match="flight_delay_reversed"):
         FlightDelayService(Predictor(rest_model), EmbeddedStore(), feature_set=reordered)
     registry = Registry(tmp_path / "models")
-    X, y = rest_model.golden_set()
-    registry.register(
-        {"model.onnx": rest_model.artifact("model.onnx")},
+    register_copy(
+        registry,
+        rest_model,
         feature_set=reordered.name,
         feature_fingerprint=reordered.fingerprint(),
         feature_names=reordered.names,
-        training=rest_model.training,
-        metrics=rest_model.metrics,
-        data_fingerprint=rest_model.data_fingerprint,
-        golden_inputs=X,
-        golden_outputs=y,
     )
     with pytest.raises(FingerprintMismatch):  # the default feature set is still the flight one
         FlightDelayService.from_config(store="embedded", registry=registry, log=False)

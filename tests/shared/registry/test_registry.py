@@ -14,6 +14,7 @@ from shared.example.flights import FLIGHT_FEATURES
 from shared.example.train import TrainingConfig, decision_threshold, train
 from shared.predictor import Predictor
 from shared.registry import FingerprintMismatch, IntegrityError, InvalidVersion, Registry, UnknownVersion
+from tests.conftest import register_copy
 
 
 @pytest.fixture(scope="module")
@@ -191,19 +192,7 @@ def test_a_model_without_the_probabilities_output_is_refused_at_load(registry, t
     )
     blob = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
     onnx.checker.check_model(onnx.load_from_string(blob))
-    good = registry.latest()
-    X, y = good.golden_set()
-    other = Registry(tmp_path / "r").register(
-        {"model.onnx": blob},
-        feature_set=good.feature_set,
-        feature_fingerprint=good.feature_fingerprint,
-        feature_names=good.feature_names,
-        training=good.training,
-        metrics=good.metrics,
-        data_fingerprint=good.data_fingerprint,
-        golden_inputs=X,
-        golden_outputs=y,
-    )
+    other = register_copy(Registry(tmp_path / "r"), registry.latest(), {"model.onnx": blob})
     with pytest.raises(
         ValueError, match=r"must have an output 'probabilities' of \(n, 2\) floats.*it has prob"
     ):
