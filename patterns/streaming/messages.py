@@ -33,9 +33,11 @@ __all__ = [
     "SchemaError",
     "TopicNameError",
     "Topics",
+    "dead_letter_headers",
     "decode",
     "encode",
     "ensure_topics",
+    "prediction_message",
     "producer",
 ]
 
@@ -124,6 +126,35 @@ def decode(raw: bytes | None) -> Event:
             "event times are epoch seconds, not milliseconds"
         )
     return Event(kind, ts, record[id_field], record)
+
+
+def prediction_message(
+    ev: Event, message: Any, version: str, probability: float, threshold: float, now_ms: int
+) -> bytes:
+    """What a worker publishes for the scheduled flight ``ev`` read from Kafka ``message``."""
+    sent = dict(message.headers or ()).get("sent_ms")
+    return json.dumps(
+        {
+            "flight_id": ev.id,
+            "model_version": version,
+            "probability": probability,
+            "delayed": probability >= threshold,
+            "sched_ts": ev.ts,
+            "partition": message.partition,
+            "offset": message.offset,
+            "sent_ms": int(sent) if sent else None,
+            "produced_ms": now_ms,
+        }
+    ).encode()
+
+
+def dead_letter_headers(message: Any, error: str, worker: str) -> list[tuple[str, bytes]]:
+    """A dead letter keeps the refused message's bytes; its headers say why, whence and who."""
+    return [
+        ("error", error.encode()),
+        ("source", f"{message.topic}/{message.partition}/{message.offset}".encode()),
+        ("worker", worker.encode()),
+    ]
 
 
 def _no_constant(name: str) -> Any:

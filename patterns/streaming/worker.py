@@ -35,8 +35,10 @@ from patterns.streaming.messages import (
     Event,
     SchemaError,
     Topics,
+    dead_letter_headers,
     decode,
     ensure_topics,
+    prediction_message,
     producer,
 )
 from patterns.streaming.retry import CALL_TIMEOUT_MS, RECONNECT, Outage, Stopped
@@ -257,14 +259,15 @@ class StreamWorker:
             futures.append(
                 self._producer.send(
                     self.topics.predictions(self.version),
-                    self._prediction(tp, m, ev, p, now_ms),
+                    prediction_message(ev, m, self.version, p, self.predictor.decision_threshold, now_ms),
                     key=ev.id.encode(),
                     partition=tp.partition,
                     timestamp_ms=ev.ts * 1000,
                 )
             )
         for m, error in dead:
-            futures.append(self._dead_letter(m, error))
+            headers = dead_letter_headers(m, error, self.version)
+            futures.append(self._producer.send(self.topics.dead_letters, m.value, key=m.key, headers=headers))
         if scored and self.predlog is not None:
             self.predlog.write_many(
                 [
@@ -362,30 +365,6 @@ class StreamWorker:
                 dead.append((m, f"{SCORING_FAILURE}{type(exc).__name__}: {exc}"))
                 continue
             requests.append((tp, m, ev))
-
-    def _prediction(self, tp: Any, m: Any, ev: Event, p: float, now_ms: int) -> bytes:
-        sent = dict(m.headers or ()).get("sent_ms")
-        return json.dumps(
-            {
-                "flight_id": ev.id,
-                "model_version": self.version,
-                "probability": p,
-                "delayed": p >= self.predictor.decision_threshold,
-                "sched_ts": ev.ts,
-                "partition": tp.partition,
-                "offset": m.offset,
-                "sent_ms": int(sent) if sent else None,
-                "produced_ms": now_ms,
-            }
-        ).encode()
-
-    def _dead_letter(self, m: Any, error: str) -> Any:
-        headers = [
-            ("error", error.encode()),
-            ("source", f"{m.topic}/{m.partition}/{m.offset}".encode()),
-            ("worker", self.version.encode()),
-        ]
-        return self._producer.send(self.topics.dead_letters, m.value, key=m.key, headers=headers)
 
     def _commit(self, commits: Mapping[Any, tuple[int, int | None]]) -> None:
         from kafka.structs import OffsetAndMetadata
