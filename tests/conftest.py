@@ -113,24 +113,36 @@ def private_kafka(
 @dataclass
 class PrivateRedis:
     """A redis-server of one test alone: ``stop``/``start`` (same port) and ``pause``/``resume``
-    (SIGSTOP/SIGCONT: a server that accepts but never answers) are real outages."""
+    (SIGSTOP/SIGCONT: a server that accepts but never answers) are real outages. Port 0: it
+    listens on the unix socket ``folder/redis.sock`` only."""
 
     url: str
     port: int
     folder: Path
     process: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def on_unix_socket(cls, folder: Path) -> PrivateRedis:
+        return cls(f"unix://{folder / 'redis.sock'}", 0, folder)
+
     def start(self) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is missing (`make test` installs it with the other servers)"
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        sock = self.folder / "redis.sock"
+        args = ["--port", str(self.port), "--save", "", "--appendonly", "no"]
+        args += ["--unixsocket", str(sock)] if self.port == 0 else ["--bind", "127.0.0.1"]
         self.process = subprocess.Popen([binary, *args, "--dir", str(self.folder)], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
-        while True:
+        while not self._answers(sock):
             assert self.process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return
             time.sleep(0.05)
+
+    def _answers(self, sock: Path) -> bool:
+        if self.port == 0:
+            return sock.exists()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+            return True
+        return False
 
     def stop(self) -> None:
         if self.process is not None:

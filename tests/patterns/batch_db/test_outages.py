@@ -23,18 +23,13 @@ from patterns.batch_db.hbase_store import HBaseStore
 from patterns.batch_db.reader import PredictionReader
 from patterns.batch_db.store import StoreUnavailable, prediction_table, read_timeout_ms
 from shared.services import Endpoint
+from tests.conftest import free_port
 
 from .conftest import DAY
 
 pytestmark = pytest.mark.servers
 
 FLIGHT = "20130301-UA475-EWR-0515"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Proxy:
@@ -44,7 +39,7 @@ class _Proxy:
     (a Thrift call names its method and its table)."""
 
     def __init__(self, target: tuple[str, int], cut_on: tuple[bytes, ...] = ()) -> None:
-        self.target, self.cut_on, self.port = target, cut_on, _free_port()
+        self.target, self.cut_on, self.port = target, cut_on, free_port()
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -194,7 +189,7 @@ def test_reader_times_out_quickly_on_a_paused_server(monkeypatch: pytest.MonkeyP
     ids=lambda a: "-".join(a[:2]),
 )
 def test_cli_with_thrift_down_is_one_error_line(args: list[str]) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     out = CliRunner().invoke(
         batch,
         [*args, "--store", "hbase", "--prefix", "tdown"],

@@ -6,9 +6,7 @@ import asyncio
 import calendar
 import dataclasses
 import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from shared.features import EmbeddedStore, OfflineExecutor, OnlineExecutor, Stre
 from shared.predictor import Predictor
 from shared.predlog import PredictionLog, iter_records
 from shared.registry import FingerprintMismatch, ModelVersion, Registry
-from tests.conftest import register_copy
+from tests.conftest import PrivateRedis, register_copy
 
 CUTOFF = "2013-03-10T10:00"  # the morning clocks went forward in New York
 
@@ -71,21 +69,13 @@ def test_service_without_a_web_framework_matches_offline(
 @pytest.fixture
 def unix_redis() -> Iterator[str]:
     """A Redis of this test alone, listening on a unix socket only: its ``unix://`` URL."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing (`make test` installs it with the other servers)"
     folder = Path(tempfile.mkdtemp(prefix="mlp-redis-"))  # short: a socket path has ~100 bytes
-    socket = folder / "redis.sock"
-    args = ["--port", "0", "--unixsocket", str(socket), "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen([binary, *args, "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    server = PrivateRedis.on_unix_socket(folder)
+    server.start()
     try:
-        deadline = time.monotonic() + 15
-        while not socket.exists():
-            assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        yield f"unix://{socket}"
+        yield server.url
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 

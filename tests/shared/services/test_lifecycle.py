@@ -15,13 +15,7 @@ import pytest
 
 from shared import services
 from shared.services import Endpoint, Service, ServiceError, _process, nginx
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.conftest import free_port
 
 
 @pytest.fixture()
@@ -29,8 +23,8 @@ def private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A services folder and ports of its own; whatever was started there is stopped after."""
     base = tmp_path / "services"
     monkeypatch.setenv("MLPATTERNS_SERVICES_DIR", str(base))
-    monkeypatch.setenv("MLPATTERNS_REDIS_PORT", str(_free_port()))
-    monkeypatch.setenv("MLPATTERNS_NGINX_PORT", str(_free_port()))
+    monkeypatch.setenv("MLPATTERNS_REDIS_PORT", str(free_port()))
+    monkeypatch.setenv("MLPATTERNS_NGINX_PORT", str(free_port()))
     yield base
     for svc in services.all_services(base):
         if svc.name in ("redis", "nginx"):
@@ -129,7 +123,7 @@ class _Listener(Service):
 def test_a_stranger_answering_on_the_configured_port_is_not_taken_for_ours(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MLPATTERNS_TEST_LISTENER_PORT", str(_free_port()))
+    monkeypatch.setenv("MLPATTERNS_TEST_LISTENER_PORT", str(free_port()))
     svc = _Listener(tmp_path / "services")
     try:
         svc.up(progress=lambda _m: None)
@@ -182,11 +176,11 @@ def _site(listen: int) -> str:
 def test_a_stale_site_on_a_busy_port_is_set_aside_and_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, squatter: int
 ) -> None:
-    monkeypatch.setenv("MLPATTERNS_NGINX_PORT", str(_free_port()))
+    monkeypatch.setenv("MLPATTERNS_NGINX_PORT", str(free_port()))
     server = nginx.Nginx(tmp_path / "services")
     server.conf_d.mkdir(parents=True)
     (server.conf_d / "rest_api_bench.conf").write_text(_site(squatter))
-    (server.conf_d / "rest_api.conf").write_text(_site(_free_port()))
+    (server.conf_d / "rest_api.conf").write_text(_site(free_port()))
 
     bind_error = f"nginx: [emerg] bind() to 127.0.0.1:{squatter} failed (98: Address already in use)"
     explained = server.explain_bind_errors(bind_error)

@@ -4,7 +4,6 @@ the REST pattern's blue-green switch does it."""
 from __future__ import annotations
 
 import http.server
-import socket
 import threading
 import urllib.request
 import uuid
@@ -14,13 +13,7 @@ from pathlib import Path
 import pytest
 
 from shared.services import Endpoint, ServiceError, nginx
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.conftest import free_port
 
 
 class _Upstream:
@@ -83,7 +76,7 @@ def test_status_location_answers(nginx_server: Endpoint) -> None:
 
 
 def test_proxy_switches_upstream_on_reload(upstreams: dict[str, _Upstream], site: Path) -> None:
-    listen = _free_port()
+    listen = free_port()
     name = f"app_{site.stem}"
     site.write_text(_site(listen, upstreams["blue"].port, name))
     nginx.reload()
@@ -97,7 +90,7 @@ def test_proxy_switches_upstream_on_reload(upstreams: dict[str, _Upstream], site
 def test_invalid_config_is_rejected_and_the_old_one_keeps_serving(
     nginx_server: Endpoint, upstreams: dict[str, _Upstream], site: Path
 ) -> None:
-    listen = _free_port()
+    listen = free_port()
     name = f"app_{site.stem}"
     site.write_text(_site(listen, upstreams["blue"].port, name))
     nginx.reload()
