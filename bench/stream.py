@@ -127,8 +127,11 @@ def _latency(
             time.sleep(1.0)
             samples.clear()
             inside.clear()
-            replayer.replay(start + 1800, start + 1800 + 86400 * 30, rate=rate, stop_after_s=seconds)
-            time.sleep(2.0)
+            sent = replayer.replay(start + 1800, start + 1800 + 86400 * 30, rate=rate, stop_after_s=seconds)
+            # Until every output of the measured events has arrived: a loop that stalls (a group
+            # rebalance, a slow spell) shows as latency, not as a window that saw no output at all.
+            expected = sent.messages if name == "raw" else sent.requests
+            _wait_for_output(samples, proc, timeout=30.0, count=expected)
         finally:
             stop.set()
             reader.join()
@@ -141,10 +144,12 @@ def _latency(
     return out
 
 
-def _wait_for_output(samples: list[float], proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """Until the reader has seen an output, the loop's process has died, or ``timeout`` seconds."""
+def _wait_for_output(
+    samples: list[float], proc: subprocess.Popen[bytes], timeout: float, count: int = 1
+) -> None:
+    """Until the reader has seen ``count`` outputs, the loop's process has died, or ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not samples and proc.poll() is None and time.monotonic() < deadline:
+    while len(samples) < count and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
